@@ -1,0 +1,112 @@
+# faketcp — build, test, demo.
+#
+#   make              build the library objects, the CLI (build/faketcp) and the unit tests
+#   make test         unit tests, vendoring check, README example; as root also the netns suite
+#   make demo         (root) the tunnel end to end in throw-away network namespaces
+#   make netns-test   (root) the network-namespace integration suite only
+#   make sanitize     unit tests under ASan+UBSan
+#   make deps         (root) install the Debian packages the tests need
+#   make clean
+#
+# CXX=clang++ works for every target.
+
+CXX      ?= g++
+BUILD    ?= build
+CXXFLAGS ?= -O2 -g
+WARN     := -Wall -Wextra -Werror
+STD      := -std=c++17
+ALLFLAGS  = $(STD) $(WARN) $(CXXFLAGS)
+SANFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+
+LIB_SRCS  := faketcp.cpp tun.cpp
+LIB_HDRS  := faketcp.h
+DEMO_SRCS := $(wildcard demo/*.cpp)
+DEMO_HDRS := $(wildcard demo/*.h)
+TEST_SRCS := $(wildcard test/*.cpp)
+TEST_HDRS := $(wildcard test/*.h)
+
+# Debian package -> a file it installs; `make deps` installs what is missing.
+TEST_PKGS := doctest-dev:/usr/include/doctest/doctest.h \
+             python3-scapy:/usr/lib/python3/dist-packages/scapy/__init__.py \
+             iproute2:/usr/sbin/ip \
+             nftables:/usr/sbin/nft \
+             iptables:/usr/sbin/iptables \
+             conntrack:/usr/sbin/conntrack \
+             socat:/usr/bin/socat \
+             wireguard-go:/usr/bin/wireguard-go \
+             wireguard-tools:/usr/bin/wg \
+             procps:/usr/bin/pkill
+IS_ROOT   := $(shell [ "$$(id -u)" = 0 ] && echo yes)
+
+.PHONY: all test unit-test vendor-check readme-example netns-test demo sanitize deps clean check-doctest
+
+all: $(BUILD)/faketcp $(BUILD)/unit_tests
+
+$(BUILD):
+	@mkdir -p $(BUILD)
+
+$(BUILD)/faketcp: $(DEMO_SRCS) $(DEMO_HDRS) $(LIB_SRCS) $(LIB_HDRS) | $(BUILD)
+	$(CXX) $(ALLFLAGS) -I. -o $@ $(DEMO_SRCS) $(LIB_SRCS)
+
+$(BUILD)/unit_tests: $(TEST_SRCS) $(TEST_HDRS) $(LIB_SRCS) $(LIB_HDRS) | $(BUILD) check-doctest
+	$(CXX) $(ALLFLAGS) -I. -o $@ $(TEST_SRCS) $(LIB_SRCS)
+
+$(BUILD)/unit_tests_san: $(TEST_SRCS) $(TEST_HDRS) $(LIB_SRCS) $(LIB_HDRS) | $(BUILD) check-doctest
+	$(CXX) $(STD) $(WARN) $(SANFLAGS) -I. -o $@ $(TEST_SRCS) $(LIB_SRCS)
+
+# doctest comes from Debian's doctest-dev: install it as root, or name the command.
+check-doctest:
+	@if [ ! -f /usr/include/doctest/doctest.h ]; then \
+	  if [ "$(IS_ROOT)" = yes ]; then $(MAKE) --no-print-directory deps; \
+	  else echo "doctest is missing: run 'sudo apt-get install -y --no-install-recommends doctest-dev' (or 'sudo make deps')" >&2; exit 1; fi; \
+	fi
+
+deps:
+	@missing=""; for pf in $(TEST_PKGS); do \
+	  p=$${pf%%:*}; f=$${pf#*:}; [ -e "$$f" ] || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then echo "deps: all test packages present"; exit 0; fi; \
+	if [ "$(IS_ROOT)" != yes ]; then \
+	  echo "missing packages:$$missing — run: sudo apt-get install -y --no-install-recommends$$missing" >&2; exit 1; fi; \
+	echo "deps: installing$$missing"; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $$missing >/dev/null \
+	  || { echo "deps: apt-get install$$missing failed" >&2; exit 1; }
+
+unit-test: $(BUILD)/unit_tests
+	$(BUILD)/unit_tests
+
+# The three library files alone, as a vendoring user compiles them.
+vendor-check: | $(BUILD)
+	@rm -rf $(BUILD)/vendor && mkdir -p $(BUILD)/vendor
+	@cp faketcp.h faketcp.cpp tun.cpp $(BUILD)/vendor/
+	cd $(BUILD)/vendor && $(CXX) -std=c++17 $(WARN) -c faketcp.cpp tun.cpp
+	@echo "vendor-check: the three files compile alone"
+
+# The README's API example, extracted so it cannot rot: compiled and run.
+readme-example: | $(BUILD)
+	@awk '/<!-- example:begin -->/{f=1;next} /<!-- example:end -->/{f=0} f && !/^```/' README.md > $(BUILD)/readme_example.cpp
+	@test -s $(BUILD)/readme_example.cpp || { echo "readme-example: no example found in README.md" >&2; exit 1; }
+	$(CXX) $(ALLFLAGS) -I. -o $(BUILD)/readme_example $(BUILD)/readme_example.cpp $(LIB_SRCS)
+	$(BUILD)/readme_example
+
+sanitize: $(BUILD)/unit_tests_san
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 $(BUILD)/unit_tests_san
+
+test: unit-test vendor-check readme-example
+ifeq ($(IS_ROOT),yes)
+	$(MAKE) --no-print-directory netns-test
+else
+	@echo "[SKIP] netns integration suite: needs root (network namespaces, TUN); run 'sudo make test'" >&2
+endif
+
+netns-test: $(BUILD)/faketcp
+	@$(MAKE) --no-print-directory deps
+	bash netns-tests/run.sh $(BUILD)/faketcp
+
+demo: $(BUILD)/faketcp
+	@if [ "$(IS_ROOT)" != yes ]; then echo "make demo needs root (it creates network namespaces and TUN devices): run 'sudo make demo'" >&2; exit 1; fi
+	@$(MAKE) --no-print-directory deps
+	bash netns-tests/demo.sh $(BUILD)/faketcp
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,1714 @@
+// faketcp.cpp — the sans-IO core, the reactor and the driver.
+//
+// Sections, in data-flow order:
+//   1. errors and addresses   — Status, Errc, IpAddr/Endpoint parsing and printing
+//   2. wire                   — byte helpers, checksums, bounds-checked decode, encode
+//   3. connection             — per-connection state and sequence arithmetic
+//   4. table                  — slots, the 4-tuple index, the timer heap
+//   5. stack                  — demux, the state machine, queues, stats
+//   6. reactor                — epoll and deadlines
+//   7. driver                 — a Stack over a Tun inside a Reactor
+
+#include "faketcp.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
+namespace faketcp {
+
+// ===========================================================================
+// 1. Errors and addresses
+// ===========================================================================
+
+const char* to_string(Errc e) {
+    switch (e) {
+        case Errc::ok: return "ok";
+        case Errc::invalid_argument: return "invalid argument";
+        case Errc::not_established: return "connection not established";
+        case Errc::too_big: return "datagram does not fit the MTU";
+        case Errc::empty_datagram: return "empty datagram";
+        case Errc::stale_handle: return "stale connection handle";
+        case Errc::already_listening: return "already listening on that port";
+        case Errc::not_listening: return "not listening on that port";
+        case Errc::no_local_address: return "no local address of that family";
+        case Errc::ports_exhausted: return "ephemeral ports exhausted";
+        case Errc::table_full: return "connection table full";
+        case Errc::tx_queue_full: return "transmit queue full";
+        case Errc::system: return "system error";
+    }
+    return "unknown error";
+}
+
+Status Status::error(Errc code, std::string message, int sys_errno) {
+    Status s;
+    s.code_ = code;
+    s.errno_ = sys_errno;
+    s.message_ = std::move(message);
+    return s;
+}
+
+Status Status::from_errno(std::string what, int sys_errno) {
+    std::string msg = std::move(what);
+    msg += ": ";
+    msg += strerror(sys_errno);
+    if (sys_errno == EPERM || sys_errno == EACCES)
+        msg += " — needs CAP_NET_ADMIN (run as root or setcap cap_net_admin+ep)";
+    return error(Errc::system, std::move(msg), sys_errno);
+}
+
+const char* to_string(ConnState s) {
+    switch (s) {
+        case ConnState::syn_sent: return "syn_sent";
+        case ConnState::syn_received: return "syn_received";
+        case ConnState::established: return "established";
+    }
+    return "?";
+}
+
+const char* to_string(CloseReason r) {
+    switch (r) {
+        case CloseReason::peer_reset: return "peer_reset";
+        case CloseReason::local_close: return "local_close";
+        case CloseReason::handshake_timeout: return "handshake_timeout";
+    }
+    return "?";
+}
+
+const char* to_string(EventType t) {
+    switch (t) {
+        case EventType::accepted: return "accepted";
+        case EventType::connected: return "connected";
+        case EventType::connect_failed: return "connect_failed";
+        case EventType::datagram: return "datagram";
+        case EventType::closed: return "closed";
+    }
+    return "?";
+}
+
+const char* to_string(LogLevel l) {
+    switch (l) {
+        case LogLevel::error: return "error";
+        case LogLevel::warn: return "warn";
+        case LogLevel::info: return "info";
+        case LogLevel::debug: return "debug";
+    }
+    return "?";
+}
+
+const char* to_string(DropReason r) {
+    switch (r) {
+        case DropReason::truncated: return "truncated";
+        case DropReason::bad_ip_version: return "bad_ip_version";
+        case DropReason::ipv4_options: return "ipv4_options";
+        case DropReason::ipv4_bad_checksum: return "ipv4_bad_checksum";
+        case DropReason::ipv4_fragment: return "ipv4_fragment";
+        case DropReason::ipv6_extension_headers: return "ipv6_extension_headers";
+        case DropReason::length_mismatch: return "length_mismatch";
+        case DropReason::not_tcp: return "not_tcp";
+        case DropReason::bad_data_offset: return "bad_data_offset";
+        case DropReason::bad_tcp_checksum: return "bad_tcp_checksum";
+        case DropReason::bad_address: return "bad_address";
+        case DropReason::bad_port: return "bad_port";
+        case DropReason::bad_flags: return "bad_flags";
+        case DropReason::syn_with_payload: return "syn_with_payload";
+        case DropReason::no_listener: return "no_listener";
+        case DropReason::unknown_rst: return "unknown_rst";
+        case DropReason::rst_not_exact: return "rst_not_exact";
+        case DropReason::bad_ack: return "bad_ack";
+        case DropReason::unexpected_syn: return "unexpected_syn";
+        case DropReason::half_open_limit: return "half_open_limit";
+        case DropReason::table_full: return "table_full";
+        case DropReason::reply_rate_limited: return "reply_rate_limited";
+        case DropReason::tx_queue_full: return "tx_queue_full";
+        case DropReason::event_queue_full: return "event_queue_full";
+        case DropReason::count_: break;
+    }
+    return "?";
+}
+
+const char* describe(DropReason r) {
+    switch (r) {
+        case DropReason::truncated: return "shorter than the headers it announces";
+        case DropReason::bad_ip_version: return "IP version is neither 4 nor 6";
+        case DropReason::ipv4_options: return "IPv4 header carries options (IHL != 5)";
+        case DropReason::ipv4_bad_checksum: return "IPv4 header checksum is wrong";
+        case DropReason::ipv4_fragment: return "IPv4 fragment (MF set or offset != 0)";
+        case DropReason::ipv6_extension_headers: return "IPv6 extension headers";
+        case DropReason::length_mismatch: return "IP length field disagrees with the packet size";
+        case DropReason::not_tcp: return "IP protocol is not TCP";
+        case DropReason::bad_data_offset: return "TCP data offset is below 5 or past the end";
+        case DropReason::bad_tcp_checksum: return "TCP checksum is wrong";
+        case DropReason::bad_address: return "source or destination address is not unicast";
+        case DropReason::bad_port: return "source or destination port is 0";
+        case DropReason::bad_flags: return "flag combination not acceptable in this state";
+        case DropReason::syn_with_payload: return "SYN carries payload";
+        case DropReason::no_listener: return "segment for an unknown connection (answered with RST)";
+        case DropReason::unknown_rst: return "RST for an unknown connection";
+        case DropReason::rst_not_exact: return "RST whose sequence number is not the exact one expected";
+        case DropReason::bad_ack: return "ACK that does not acknowledge our SYN";
+        case DropReason::unexpected_syn: return "SYN on an existing connection";
+        case DropReason::half_open_limit: return "SYN refused: too many half-open connections";
+        case DropReason::table_full: return "SYN refused: connection table full";
+        case DropReason::reply_rate_limited: return "RST or challenge ACK suppressed by the rate limit";
+        case DropReason::tx_queue_full: return "reply not queued: transmit queue full";
+        case DropReason::event_queue_full: return "datagram dropped: application is not draining events";
+        case DropReason::count_: break;
+    }
+    return "?";
+}
+
+uint64_t Stats::total_drops() const {
+    uint64_t n = 0;
+    for (uint64_t d : drops) n += d;
+    return n;
+}
+
+IpAddr IpAddr::v4(uint8_t a, uint8_t b, uint8_t c, uint8_t d) {
+    IpAddr ip;
+    ip.family = Family::v4;
+    ip.bytes[0] = a;
+    ip.bytes[1] = b;
+    ip.bytes[2] = c;
+    ip.bytes[3] = d;
+    return ip;
+}
+
+IpAddr IpAddr::v6(const std::array<uint8_t, 16>& b) {
+    IpAddr ip;
+    ip.family = Family::v6;
+    ip.bytes = b;
+    return ip;
+}
+
+bool IpAddr::is_unspecified() const {
+    for (size_t i = 0; i < size(); ++i)
+        if (bytes[i] != 0) return false;
+    return true;
+}
+
+std::optional<IpAddr> parse_ip(std::string_view text) {
+    // inet_pton needs a NUL-terminated string; addresses are short.
+    char buf[INET6_ADDRSTRLEN + 1];
+    if (text.empty() || text.size() >= sizeof buf) return std::nullopt;
+    std::memcpy(buf, text.data(), text.size());
+    buf[text.size()] = '\0';
+    IpAddr ip;
+    if (inet_pton(AF_INET, buf, ip.bytes.data()) == 1) {
+        ip.family = Family::v4;
+        return ip;
+    }
+    if (inet_pton(AF_INET6, buf, ip.bytes.data()) == 1) {
+        ip.family = Family::v6;
+        return ip;
+    }
+    return std::nullopt;
+}
+
+namespace {
+std::optional<uint16_t> parse_port(std::string_view text) {
+    if (text.empty() || text.size() > 5) return std::nullopt;
+    uint32_t v = 0;
+    for (char c : text) {
+        if (c < '0' || c > '9') return std::nullopt;
+        v = v * 10 + static_cast<uint32_t>(c - '0');
+    }
+    if (v > 65535) return std::nullopt;
+    return static_cast<uint16_t>(v);
+}
+}  // namespace
+
+std::optional<Endpoint> parse_endpoint(std::string_view text) {
+    std::string_view host, port;
+    if (!text.empty() && text.front() == '[') {
+        size_t close = text.find(']');
+        if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':')
+            return std::nullopt;
+        host = text.substr(1, close - 1);
+        port = text.substr(close + 2);
+        auto ip = parse_ip(host);
+        if (!ip || ip->family != Family::v6) return std::nullopt;
+        auto p = parse_port(port);
+        if (!p) return std::nullopt;
+        return Endpoint{*ip, *p};
+    }
+    size_t colon = text.rfind(':');
+    if (colon == std::string_view::npos) return std::nullopt;
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+    auto ip = parse_ip(host);
+    if (!ip || ip->family != Family::v4) return std::nullopt;  // bare IPv6 needs brackets
+    auto p = parse_port(port);
+    if (!p) return std::nullopt;
+    return Endpoint{*ip, *p};
+}
+
+std::string to_string(const IpAddr& ip) {
+    char buf[INET6_ADDRSTRLEN];
+    int af = ip.family == Family::v4 ? AF_INET : AF_INET6;
+    if (!inet_ntop(af, ip.bytes.data(), buf, sizeof buf)) return "?";
+    return buf;
+}
+
+std::string to_string(const Endpoint& ep) {
+    std::string s;
+    if (ep.addr.family == Family::v6) {
+        s = "[" + to_string(ep.addr) + "]";
+    } else {
+        s = to_string(ep.addr);
+    }
+    s += ":";
+    s += std::to_string(ep.port);
+    return s;
+}
+
+namespace {
+
+// ===========================================================================
+// 2. Wire: bytes <-> segments. Everything here is pure and bounds-checked.
+// ===========================================================================
+
+constexpr size_t kIpv4HeaderLen = 20;
+constexpr size_t kIpv6HeaderLen = 40;
+constexpr size_t kTcpHeaderLen = 20;
+constexpr size_t kTcpSynOptionsLen = 4;  // NOP + window scale
+constexpr uint8_t kProtoTcp = 6;
+constexpr uint8_t kTtl = 64;
+constexpr uint16_t kWindow = 65535;
+constexpr uint8_t kWindowScale = 14;
+constexpr uint16_t kIpv4FlagDf = 0x4000;
+constexpr uint16_t kIpv4FlagMf = 0x2000;
+constexpr uint16_t kIpv4FragOffsetMask = 0x1fff;
+
+constexpr uint8_t kFin = 0x01;
+constexpr uint8_t kSyn = 0x02;
+constexpr uint8_t kRst = 0x04;
+constexpr uint8_t kAck = 0x10;
+
+// IPv4 header field offsets.
+constexpr size_t kV4VerIhl = 0, kV4TotalLen = 2, kV4Id = 4, kV4Frag = 6, kV4Ttl = 8,
+                 kV4Proto = 9, kV4Checksum = 10, kV4Src = 12, kV4Dst = 16;
+// IPv6 header field offsets.
+constexpr size_t kV6PayloadLen = 4, kV6NextHeader = 6, kV6HopLimit = 7, kV6Src = 8,
+                 kV6Dst = 24;
+// TCP header field offsets.
+constexpr size_t kTcpSport = 0, kTcpDport = 2, kTcpSeq = 4, kTcpAck = 8, kTcpOffset = 12,
+                 kTcpFlags = 13, kTcpWindow = 14, kTcpChecksum = 16, kTcpUrgent = 18;
+
+inline uint16_t load16(const uint8_t* p) {
+    return static_cast<uint16_t>((p[0] << 8) | p[1]);
+}
+inline uint32_t load32(const uint8_t* p) {
+    return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | p[3];
+}
+inline void store16(uint8_t* p, uint16_t v) {
+    p[0] = static_cast<uint8_t>(v >> 8);
+    p[1] = static_cast<uint8_t>(v);
+}
+inline void store32(uint8_t* p, uint32_t v) {
+    p[0] = static_cast<uint8_t>(v >> 24);
+    p[1] = static_cast<uint8_t>(v >> 16);
+    p[2] = static_cast<uint8_t>(v >> 8);
+    p[3] = static_cast<uint8_t>(v);
+}
+
+// Internet checksum (RFC 1071). Sums native-endian 32-bit words in a 64-bit
+// accumulator; the one's-complement sum is byte-order independent, so the
+// folded result is stored back with memcpy, not store16. Blocks summed
+// separately combine by addition as long as each but the last has even length.
+uint64_t csum_add(uint64_t acc, const uint8_t* p, size_t n) {
+    while (n >= 4) {
+        uint32_t w;
+        std::memcpy(&w, p, 4);
+        acc += w;
+        p += 4;
+        n -= 4;
+    }
+    if (n >= 2) {
+        uint16_t w;
+        std::memcpy(&w, p, 2);
+        acc += w;
+        p += 2;
+        n -= 2;
+    }
+    if (n == 1) {
+        uint8_t last[2] = {p[0], 0};
+        uint16_t w;
+        std::memcpy(&w, last, 2);
+        acc += w;
+    }
+    return acc;
+}
+
+uint16_t csum_fold(uint64_t acc) {
+    while (acc >> 16) acc = (acc & 0xffff) + (acc >> 16);
+    return static_cast<uint16_t>(acc);
+}
+
+// Sum of the TCP pseudo-header for `tcp_len` bytes of TCP between src and dst.
+uint64_t pseudo_header_sum(const IpAddr& src, const IpAddr& dst, size_t tcp_len) {
+    uint8_t tail[8];
+    uint64_t acc = 0;
+    acc = csum_add(acc, src.bytes.data(), src.size());
+    acc = csum_add(acc, dst.bytes.data(), dst.size());
+    if (src.family == Family::v4) {
+        tail[0] = 0;
+        tail[1] = kProtoTcp;
+        store16(tail + 2, static_cast<uint16_t>(tcp_len));
+        return csum_add(acc, tail, 4);
+    }
+    store32(tail, static_cast<uint32_t>(tcp_len));
+    tail[4] = tail[5] = tail[6] = 0;
+    tail[7] = kProtoTcp;
+    return csum_add(acc, tail, 8);
+}
+
+// A decoded, validated segment. Views point into the input buffer.
+struct Segment {
+    IpAddr src, dst;
+    uint16_t sport = 0, dport = 0;
+    uint32_t seq = 0, ack = 0;
+    uint8_t flags = 0;
+    ByteView payload;
+
+    bool has(uint8_t f) const { return (flags & f) != 0; }
+    // Sequence space the segment occupies: payload plus SYN and FIN.
+    uint32_t seq_len() const {
+        return static_cast<uint32_t>(payload.size) + (has(kSyn) ? 1 : 0) + (has(kFin) ? 1 : 0);
+    }
+};
+
+bool is_ipv6_extension_header(uint8_t nh) {
+    switch (nh) {
+        case 0: case 43: case 44: case 50: case 51: case 60:
+        case 135: case 139: case 140: case 253: case 254:
+            return true;
+        default:
+            return false;
+    }
+}
+
+bool is_unicast(const IpAddr& ip) {
+    if (ip.is_unspecified()) return false;
+    if (ip.family == Family::v4) {
+        if (ip.bytes[0] >= 224) return false;  // multicast, reserved and broadcast
+        return true;
+    }
+    return ip.bytes[0] != 0xff;  // multicast
+}
+
+// Decode the IP layer; on success `tcp` views the TCP segment.
+bool parse_ipv4(ByteView pkt, Segment& seg, ByteView& tcp, DropReason& why) {
+    const uint8_t* p = pkt.data;
+    if (pkt.size < kIpv4HeaderLen) { why = DropReason::truncated; return false; }
+    if ((p[kV4VerIhl] & 0x0f) != 5) { why = DropReason::ipv4_options; return false; }
+    size_t total = load16(p + kV4TotalLen);
+    if (total > pkt.size) { why = DropReason::truncated; return false; }
+    if (total < pkt.size || total < kIpv4HeaderLen) { why = DropReason::length_mismatch; return false; }
+    if (csum_fold(csum_add(0, p, kIpv4HeaderLen)) != 0xffff) {
+        why = DropReason::ipv4_bad_checksum;
+        return false;
+    }
+    uint16_t frag = load16(p + kV4Frag);
+    if ((frag & kIpv4FlagMf) || (frag & kIpv4FragOffsetMask)) { why = DropReason::ipv4_fragment; return false; }
+    if (p[kV4Proto] != kProtoTcp) { why = DropReason::not_tcp; return false; }
+    seg.src.family = seg.dst.family = Family::v4;
+    std::memcpy(seg.src.bytes.data(), p + kV4Src, 4);
+    std::memcpy(seg.dst.bytes.data(), p + kV4Dst, 4);
+    tcp = ByteView(p + kIpv4HeaderLen, total - kIpv4HeaderLen);
+    return true;
+}
+
+bool parse_ipv6(ByteView pkt, Segment& seg, ByteView& tcp, DropReason& why) {
+    const uint8_t* p = pkt.data;
+    if (pkt.size < kIpv6HeaderLen) { why = DropReason::truncated; return false; }
+    size_t total = kIpv6HeaderLen + load16(p + kV6PayloadLen);
+    if (total > pkt.size) { why = DropReason::truncated; return false; }
+    if (total < pkt.size) { why = DropReason::length_mismatch; return false; }
+    uint8_t nh = p[kV6NextHeader];
+    if (is_ipv6_extension_header(nh)) { why = DropReason::ipv6_extension_headers; return false; }
+    if (nh != kProtoTcp) { why = DropReason::not_tcp; return false; }
+    seg.src.family = seg.dst.family = Family::v6;
+    std::memcpy(seg.src.bytes.data(), p + kV6Src, 16);
+    std::memcpy(seg.dst.bytes.data(), p + kV6Dst, 16);
+    tcp = ByteView(p + kIpv6HeaderLen, total - kIpv6HeaderLen);
+    return true;
+}
+
+bool parse_tcp(ByteView tcp, Segment& seg, DropReason& why) {
+    const uint8_t* t = tcp.data;
+    if (tcp.size < kTcpHeaderLen) { why = DropReason::truncated; return false; }
+    size_t offset = static_cast<size_t>(t[kTcpOffset] >> 4) * 4;
+    if (offset < kTcpHeaderLen || offset > tcp.size) { why = DropReason::bad_data_offset; return false; }
+    uint64_t acc = pseudo_header_sum(seg.src, seg.dst, tcp.size);
+    if (csum_fold(csum_add(acc, t, tcp.size)) != 0xffff) {
+        why = DropReason::bad_tcp_checksum;
+        return false;
+    }
+    seg.sport = load16(t + kTcpSport);
+    seg.dport = load16(t + kTcpDport);
+    seg.seq = load32(t + kTcpSeq);
+    seg.ack = load32(t + kTcpAck);
+    seg.flags = t[kTcpFlags];
+    seg.payload = ByteView(t + offset, tcp.size - offset);
+    return true;
+}
+
+// Decode one IP packet into `seg`; false with `why` when it must be dropped.
+bool parse_segment(ByteView pkt, Segment& seg, DropReason& why) {
+    if (pkt.size == 0 || pkt.data == nullptr) { why = DropReason::truncated; return false; }
+    ByteView tcp;
+    uint8_t version = pkt.data[0] >> 4;
+    bool ip_ok = false;
+    if (version == 4) {
+        ip_ok = parse_ipv4(pkt, seg, tcp, why);
+    } else if (version == 6) {
+        ip_ok = parse_ipv6(pkt, seg, tcp, why);
+    } else {
+        why = DropReason::bad_ip_version;
+    }
+    if (!ip_ok || !parse_tcp(tcp, seg, why)) return false;
+    if (!is_unicast(seg.src) || !is_unicast(seg.dst)) { why = DropReason::bad_address; return false; }
+    if (seg.sport == 0 || seg.dport == 0) { why = DropReason::bad_port; return false; }
+    return true;
+}
+
+// What to put on the wire for one segment.
+struct SegmentSpec {
+    const Endpoint* local;
+    const Endpoint* remote;
+    uint32_t seq;
+    uint32_t ack;
+    uint8_t flags;
+    ByteView payload;
+};
+
+size_t ip_header_len(Family f) { return f == Family::v4 ? kIpv4HeaderLen : kIpv6HeaderLen; }
+
+size_t segment_size(const SegmentSpec& s) {
+    size_t tcp = kTcpHeaderLen + ((s.flags & kSyn) ? kTcpSynOptionsLen : 0);
+    return ip_header_len(s.local->addr.family) + tcp + s.payload.size;
+}
+
+void write_ipv4_header(uint8_t* p, const SegmentSpec& s, size_t total) {
+    p[kV4VerIhl] = 0x45;
+    p[1] = 0;  // TOS
+    store16(p + kV4TotalLen, static_cast<uint16_t>(total));
+    store16(p + kV4Id, 0);
+    store16(p + kV4Frag, kIpv4FlagDf);
+    p[kV4Ttl] = kTtl;
+    p[kV4Proto] = kProtoTcp;
+    store16(p + kV4Checksum, 0);
+    std::memcpy(p + kV4Src, s.local->addr.bytes.data(), 4);
+    std::memcpy(p + kV4Dst, s.remote->addr.bytes.data(), 4);
+    uint16_t sum = static_cast<uint16_t>(~csum_fold(csum_add(0, p, kIpv4HeaderLen)));
+    std::memcpy(p + kV4Checksum, &sum, 2);
+}
+
+void write_ipv6_header(uint8_t* p, const SegmentSpec& s, size_t tcp_len) {
+    store32(p, 0x60000000u);  // version 6, traffic class 0, flow label 0
+    store16(p + kV6PayloadLen, static_cast<uint16_t>(tcp_len));
+    p[kV6NextHeader] = kProtoTcp;
+    p[kV6HopLimit] = kTtl;
+    std::memcpy(p + kV6Src, s.local->addr.bytes.data(), 16);
+    std::memcpy(p + kV6Dst, s.remote->addr.bytes.data(), 16);
+}
+
+// Encode `s` into `out` (at least segment_size(s) bytes). Returns the size.
+size_t write_segment(uint8_t* out, const SegmentSpec& s) {
+    const bool syn = (s.flags & kSyn) != 0;
+    const size_t ip_len = ip_header_len(s.local->addr.family);
+    const size_t tcp_hdr = kTcpHeaderLen + (syn ? kTcpSynOptionsLen : 0);
+    const size_t tcp_len = tcp_hdr + s.payload.size;
+    const size_t total = ip_len + tcp_len;
+    if (s.local->addr.family == Family::v4) {
+        write_ipv4_header(out, s, total);
+    } else {
+        write_ipv6_header(out, s, tcp_len);
+    }
+    uint8_t* t = out + ip_len;
+    store16(t + kTcpSport, s.local->port);
+    store16(t + kTcpDport, s.remote->port);
+    store32(t + kTcpSeq, s.seq);
+    store32(t + kTcpAck, s.ack);
+    t[kTcpOffset] = static_cast<uint8_t>((tcp_hdr / 4) << 4);
+    t[kTcpFlags] = s.flags;
+    store16(t + kTcpWindow, kWindow);
+    store16(t + kTcpChecksum, 0);
+    store16(t + kTcpUrgent, 0);
+    if (syn) {
+        t[20] = 1;  // NOP
+        t[21] = 3;  // window scale: kind 3, length 3
+        t[22] = 3;
+        t[23] = kWindowScale;
+    }
+    if (s.payload.size) std::memcpy(t + tcp_hdr, s.payload.data, s.payload.size);
+    uint64_t acc = pseudo_header_sum(s.local->addr, s.remote->addr, tcp_len);
+    uint16_t sum = static_cast<uint16_t>(~csum_fold(csum_add(acc, t, tcp_len)));
+    std::memcpy(t + kTcpChecksum, &sum, 2);
+    return total;
+}
+
+// ===========================================================================
+// 3. Connection: one fake-TCP connection's state. No I/O here.
+// ===========================================================================
+
+// RFC 1982 serial-number arithmetic on 32-bit sequence numbers.
+struct SeqNum {
+    uint32_t v;
+    friend bool seq_before(SeqNum a, SeqNum b) { return static_cast<int32_t>(a.v - b.v) < 0; }
+    friend bool seq_after(SeqNum a, SeqNum b) { return seq_before(b, a); }
+    // Distance from b to a, ignoring direction.
+    friend uint32_t seq_distance(SeqNum a, SeqNum b) {
+        uint32_t d = a.v - b.v;
+        return static_cast<int32_t>(d) < 0 ? (0u - d) : d;
+    }
+};
+
+constexpr TimePoint kNever = TimePoint::max();
+
+enum class SlotState : uint8_t {
+    free,
+    live,     // in the index, reachable by packets
+    closing,  // reset by the peer; held until the app drains its closed event
+};
+
+struct Conn {
+    Endpoint local;
+    Endpoint remote;
+    uint64_t user_data = 0;
+    TimePoint handshake_deadline = kNever;  // next SYN / SYN-ACK retransmission
+    TimePoint ack_due = kNever;             // idle-ACK time
+    TimePoint timer_queued = kNever;        // earliest live timer-heap entry
+    uint32_t generation = 1;
+    uint32_t iss = 0;
+    uint32_t snd_nxt = 0;
+    uint32_t irs = 0;
+    uint32_t rcv_nxt = 0;
+    uint32_t last_ack_sent = 0;
+    uint8_t attempts = 0;  // SYN / SYN-ACK transmissions so far
+    ConnState state = ConnState::syn_sent;
+    SlotState slot = SlotState::free;
+    bool is_client = false;
+
+    TimePoint timer() const { return std::min(handshake_deadline, ack_due); }
+};
+
+// ===========================================================================
+// 4. Table: preallocated slots, an open-addressing 4-tuple index, timers.
+// ===========================================================================
+
+// The 4-tuple as hashed and compared.
+struct TupleKey {
+    const Endpoint* local;
+    const Endpoint* remote;
+};
+
+uint64_t mix64(uint64_t x) {
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return x;
+}
+
+uint64_t load64_ne(const uint8_t* p) {
+    uint64_t v;
+    std::memcpy(&v, p, 8);
+    return v;
+}
+
+// Keyed hash of a 4-tuple. The key comes from the seed, so a remote party
+// cannot aim its tuples at one bucket chain without knowing it.
+uint64_t hash_tuple(uint64_t key, const Endpoint& local, const Endpoint& remote) {
+    uint64_t h = key;
+    h = mix64(h ^ load64_ne(local.addr.bytes.data()));
+    h = mix64(h ^ load64_ne(local.addr.bytes.data() + 8));
+    h = mix64(h ^ load64_ne(remote.addr.bytes.data()));
+    h = mix64(h ^ load64_ne(remote.addr.bytes.data() + 8));
+    uint64_t ports = (uint64_t{local.port} << 32) | (uint64_t{remote.port} << 8) |
+                     static_cast<uint64_t>(local.addr.family);
+    return mix64(h ^ ports);
+}
+
+// Deterministic PRNG (splitmix64): ports and ISNs come from the config seed.
+struct Rng {
+    uint64_t state;
+    uint64_t next() {
+        state += 0x9e3779b97f4a7c15ULL;
+        return mix64(state);
+    }
+};
+
+constexpr uint32_t kNoSlot = UINT32_MAX;
+constexpr uint16_t kEphemeralFirst = 32768;
+constexpr uint16_t kEphemeralLast = 60999;
+
+class ConnTable {
+public:
+    void init(uint32_t capacity, uint64_t hash_key) {
+        key_ = hash_key;
+        conns_.assign(capacity, Conn{});
+        free_.clear();
+        free_.reserve(capacity);
+        for (uint32_t i = capacity; i > 0; --i) free_.push_back(i - 1);
+        size_t buckets = 16;
+        while (buckets < size_t{capacity} * 2) buckets <<= 1;
+        index_.assign(buckets, Bucket{});
+        mask_ = buckets - 1;
+    }
+
+    uint32_t capacity() const { return static_cast<uint32_t>(conns_.size()); }
+    bool full() const { return free_.empty(); }
+    Conn& at(uint32_t i) { return conns_[i]; }
+    const Conn& at(uint32_t i) const { return conns_[i]; }
+
+    // The live or closing slot a handle names, or nullptr.
+    Conn* resolve(ConnId id) {
+        if (id.index >= conns_.size()) return nullptr;
+        Conn& c = conns_[id.index];
+        if (c.slot == SlotState::free || c.generation != id.generation) return nullptr;
+        return &c;
+    }
+    const Conn* resolve(ConnId id) const { return const_cast<ConnTable*>(this)->resolve(id); }
+    ConnId id_of(const Conn& c) const {
+        return ConnId{static_cast<uint32_t>(&c - conns_.data()), c.generation};
+    }
+
+    uint32_t find(const Endpoint& local, const Endpoint& remote) const {
+        uint64_t h = hash_tuple(key_, local, remote);
+        for (size_t i = h & mask_;; i = (i + 1) & mask_) {
+            const Bucket& b = index_[i];
+            if (b.slot == kNoSlot) return kNoSlot;
+            if (b.hash == static_cast<uint32_t>(h)) {
+                const Conn& c = conns_[b.slot];
+                if (c.local == local && c.remote == remote) return b.slot;
+            }
+        }
+    }
+
+    // Take a free slot and index it under its tuple. The caller checked
+    // full() and that the tuple is not present.
+    Conn* insert(const Endpoint& local, const Endpoint& remote) {
+        if (free_.empty()) return nullptr;
+        uint32_t slot = free_.back();
+        free_.pop_back();
+        Conn& c = conns_[slot];
+        uint32_t gen = c.generation;
+        c = Conn{};
+        c.generation = gen;
+        c.local = local;
+        c.remote = remote;
+        c.slot = SlotState::live;
+        uint64_t h = hash_tuple(key_, local, remote);
+        size_t i = h & mask_;
+        while (index_[i].slot != kNoSlot) i = (i + 1) & mask_;
+        index_[i] = Bucket{slot, static_cast<uint32_t>(h)};
+        return &c;
+    }
+
+    // Remove from the index (packets no longer reach it) but keep the slot.
+    void unindex(Conn& c) {
+        uint32_t slot = static_cast<uint32_t>(&c - conns_.data());
+        uint64_t h = hash_tuple(key_, c.local, c.remote);
+        size_t i = h & mask_;
+        while (index_[i].slot != slot) {
+            if (index_[i].slot == kNoSlot) return;  // not indexed (already removed)
+            i = (i + 1) & mask_;
+        }
+        erase_bucket(i);
+    }
+
+    // Return the slot to the free list; every handle to it goes stale.
+    void release(Conn& c) {
+        c.slot = SlotState::free;
+        c.generation = c.generation + 1 == 0 ? 1 : c.generation + 1;
+        c.handshake_deadline = c.ack_due = c.timer_queued = kNever;
+        free_.push_back(static_cast<uint32_t>(&c - conns_.data()));
+    }
+
+    size_t memory_footprint() const {
+        return conns_.capacity() * sizeof(Conn) + index_.capacity() * sizeof(Bucket) +
+               free_.capacity() * sizeof(uint32_t);
+    }
+
+private:
+    struct Bucket {
+        uint32_t slot = kNoSlot;
+        uint32_t hash = 0;
+    };
+
+    // Backward-shift deletion keeps linear probing correct without tombstones.
+    void erase_bucket(size_t hole) {
+        size_t i = hole;
+        for (;;) {
+            i = (i + 1) & mask_;
+            if (index_[i].slot == kNoSlot) break;
+            size_t home = index_[i].hash & mask_;
+            // Move the entry into the hole unless its home lies cyclically in (hole, i].
+            bool home_between = hole <= i ? (home > hole && home <= i) : (home > hole || home <= i);
+            if (!home_between) {
+                index_[hole] = index_[i];
+                hole = i;
+            }
+        }
+        index_[hole] = Bucket{};
+    }
+
+    uint64_t key_ = 0;
+    std::vector<Conn> conns_;
+    std::vector<uint32_t> free_;
+    std::vector<Bucket> index_;
+    size_t mask_ = 0;
+};
+
+// Min-heap of (time, slot, generation) with lazy invalidation: an entry whose
+// connection moved on is skipped when it surfaces.
+struct TimerEntry {
+    TimePoint when;
+    uint32_t slot;
+    uint32_t generation;
+    friend bool operator>(const TimerEntry& a, const TimerEntry& b) { return a.when > b.when; }
+};
+
+// Token bucket for replies the stack makes on its own.
+class RateLimiter {
+public:
+    void init(uint32_t per_sec) {
+        rate_ = per_sec;
+        tokens_ = per_sec;
+    }
+    bool allow(TimePoint now) {
+        if (rate_ == 0) return false;
+        if (last_ == TimePoint{}) last_ = now;
+        if (now > last_) {
+            double elapsed = std::chrono::duration<double>(now - last_).count();
+            tokens_ = std::min<double>(rate_, tokens_ + elapsed * rate_);
+            last_ = now;
+        }
+        if (tokens_ < 1.0) return false;
+        tokens_ -= 1.0;
+        return true;
+    }
+
+private:
+    uint32_t rate_ = 0;
+    double tokens_ = 0;
+    TimePoint last_{};
+};
+
+}  // namespace
+
+// ===========================================================================
+// 5. Stack: demux, the state machine, transmit and event queues, stats.
+// ===========================================================================
+
+struct Stack::Impl {
+    StackConfig cfg;
+    Stats stats;
+    ConnTable table;
+    std::vector<TimerEntry> timers;  // a min-heap
+    std::vector<uint64_t> listening;  // bitmap of 65536 ports
+    Rng rng{0};
+    RateLimiter replies;
+
+    // Transmit queue: tx_capacity buffers of tx_stride bytes, headroom first.
+    std::vector<uint8_t> tx_buf;
+    std::vector<uint32_t> tx_len;
+    size_t tx_stride = 0;
+    size_t tx_n = 0;
+
+    // Event queue: a vector drained from `ev_head`; reset when empty.
+    std::vector<Event> events;
+    size_t ev_head = 0;
+    size_t ev_datagrams = 0;  // undrained datagram events
+
+    // Debug logs about network input are limited to a few per second.
+    TimePoint log_window{};
+    uint32_t log_count = 0;
+
+    explicit Impl(const StackConfig& c) : cfg(c) {
+        if (cfg.max_connections == 0) cfg.max_connections = 1;
+        if (cfg.tx_queue_capacity == 0) cfg.tx_queue_capacity = 1;
+        if (cfg.mtu < 1280) cfg.mtu = 1280;  // IPv6 minimum; below that v6 cannot work
+        if (cfg.mtu > 65535) cfg.mtu = 65535;
+        if (cfg.handshake_attempts == 0) cfg.handshake_attempts = 1;
+        if (cfg.handshake_attempts > 255) cfg.handshake_attempts = 255;
+        rng.state = cfg.seed;
+        table.init(cfg.max_connections, rng.next());
+        timers.reserve(size_t{cfg.max_connections} * 2);
+        listening.assign(65536 / 64, 0);
+        replies.init(cfg.reply_rate_per_sec);
+        tx_stride = (kTxHeadroom + cfg.mtu + 63) & ~size_t{63};
+        tx_buf.assign(tx_stride * cfg.tx_queue_capacity, 0);
+        tx_len.assign(cfg.tx_queue_capacity, 0);
+        events.reserve(cfg.event_queue_capacity + 64);
+    }
+
+    // --- small helpers ------------------------------------------------------
+
+    void drop(DropReason r) { ++stats.drops[static_cast<size_t>(r)]; }
+
+    void log_input(const char* what, const Segment& seg, TimePoint now) {
+        if (!cfg.log) return;
+        if (now - log_window >= std::chrono::seconds(1)) {
+            log_window = now;
+            log_count = 0;
+        }
+        if (++log_count > 10) return;
+        std::string msg = what;
+        msg += " from ";
+        msg += to_string(Endpoint{seg.src, seg.sport});
+        msg += " to ";
+        msg += to_string(Endpoint{seg.dst, seg.dport});
+        cfg.log(LogLevel::debug, msg);
+    }
+
+    bool is_listening(uint16_t port) const {
+        return (listening[port >> 6] >> (port & 63)) & 1;
+    }
+
+    uint32_t new_isn() { return cfg.random_isn ? static_cast<uint32_t>(rng.next()) : 0; }
+
+    // --- transmit queue -----------------------------------------------------
+
+    // Queue one segment; false (counted) when the queue is full.
+    bool emit(const SegmentSpec& s) {
+        if (tx_n >= cfg.tx_queue_capacity) {
+            drop(DropReason::tx_queue_full);
+            return false;
+        }
+        if (segment_size(s) > cfg.mtu) return false;  // callers check; this guards the buffer
+        uint8_t* out = tx_buf.data() + tx_n * tx_stride + kTxHeadroom;
+        size_t n = write_segment(out, s);
+        tx_len[tx_n++] = static_cast<uint32_t>(n);
+        ++stats.packets_out;
+        stats.bytes_out += n;
+        return true;
+    }
+
+    bool emit_conn(Conn& c, uint32_t seq, uint8_t flags, ByteView payload = {}) {
+        uint32_t ack = (flags & kAck) ? c.rcv_nxt : 0;
+        if (!emit(SegmentSpec{&c.local, &c.remote, seq, ack, flags, payload})) return false;
+        if (flags & kAck) {
+            c.last_ack_sent = c.rcv_nxt;
+            c.ack_due = kNever;  // this segment carried the acknowledgement
+        }
+        if (flags & kRst) ++stats.rst_sent;
+        return true;
+    }
+
+    void send_pure_ack(Conn& c) { emit_conn(c, c.snd_nxt, kAck); }
+
+    // RFC 5961 challenge ACK, rate-limited with the other unsolicited replies.
+    void send_challenge_ack(Conn& c, TimePoint now) {
+        if (!replies.allow(now)) {
+            drop(DropReason::reply_rate_limited);
+            return;
+        }
+        if (emit_conn(c, c.snd_nxt, kAck)) ++stats.challenge_acks_sent;
+    }
+
+    // RST|ACK for a segment that matches no connection (RFC 793 "reset generation").
+    void reply_rst(const Segment& seg, TimePoint now) {
+        if (!replies.allow(now)) {
+            drop(DropReason::reply_rate_limited);
+            return;
+        }
+        Endpoint local{seg.dst, seg.dport};
+        Endpoint remote{seg.src, seg.sport};
+        uint32_t seq = seg.has(kAck) ? seg.ack : 0;
+        uint32_t ack = seg.seq + seg.seq_len();
+        if (emit(SegmentSpec{&local, &remote, seq, ack, kRst | kAck, {}})) ++stats.rst_sent;
+    }
+
+    // --- events -------------------------------------------------------------
+
+    void push_event(EventType type, const Conn& c, CloseReason reason = CloseReason::local_close,
+                    ByteView data = {}) {
+        Event ev;
+        ev.type = type;
+        ev.conn = table.id_of(c);
+        ev.reason = reason;
+        ev.user_data = c.user_data;
+        ev.data = data;
+        events.push_back(ev);
+    }
+
+    bool terminal(EventType t) const {
+        return t == EventType::closed || t == EventType::connect_failed;
+    }
+
+    bool poll_event(Event& out) {
+        while (ev_head < events.size()) {
+            const Event& ev = events[ev_head++];
+            if (ev.type == EventType::datagram) --ev_datagrams;
+            if (terminal(ev.type)) {
+                // A connection reset by the peer held its slot until now.
+                Conn* c = table.resolve(ev.conn);
+                if (c && c->slot == SlotState::closing) table.release(*c);
+                out = ev;
+                return true;
+            }
+            if (table.resolve(ev.conn)) {  // skip events of connections closed since
+                out = ev;
+                return true;
+            }
+        }
+        events.clear();
+        ev_head = 0;
+        ev_datagrams = 0;
+        return false;
+    }
+
+    // --- timers -------------------------------------------------------------
+
+    void push_timer(TimePoint when, const Conn& c) {
+        timers.push_back(TimerEntry{when, table.id_of(c).index, c.generation});
+        std::push_heap(timers.begin(), timers.end(), std::greater<TimerEntry>());
+    }
+
+    // Make sure a heap entry exists no later than the connection's timer.
+    void schedule(Conn& c) {
+        TimePoint t = c.timer();
+        if (t == kNever || t >= c.timer_queued) return;
+        c.timer_queued = t;
+        push_timer(t, c);
+        compact_timers_if_bloated();
+    }
+
+    // Stale entries pile up when connections churn faster than time passes;
+    // rebuild from the live connections once the heap is far too big.
+    void compact_timers_if_bloated() {
+        if (timers.size() < size_t{cfg.max_connections} * 4 + 1024) return;
+        timers.clear();
+        for (uint32_t i = 0; i < table.capacity(); ++i) {
+            Conn& c = table.at(i);
+            if (c.slot != SlotState::live) {
+                c.timer_queued = kNever;
+                continue;
+            }
+            c.timer_queued = c.timer();
+            if (c.timer_queued != kNever)
+                timers.push_back(TimerEntry{c.timer_queued, i, c.generation});
+        }
+        std::make_heap(timers.begin(), timers.end(), std::greater<TimerEntry>());
+    }
+
+    std::optional<TimePoint> next_deadline() const {
+        // Stale entries may surface early; on_timer() then simply finds nothing due.
+        if (timers.empty()) return std::nullopt;
+        return timers.front().when;
+    }
+
+    void on_timer(TimePoint now) {
+        while (!timers.empty() && timers.front().when <= now) {
+            TimerEntry e = timers.front();
+            std::pop_heap(timers.begin(), timers.end(), std::greater<TimerEntry>());
+            timers.pop_back();
+            Conn* c = table.resolve(ConnId{e.slot, e.generation});
+            if (!c || c->slot != SlotState::live || c->timer_queued != e.when) continue;
+            c->timer_queued = kNever;
+            fire_timers(*c, now);
+            if (c->slot == SlotState::live) schedule(*c);
+        }
+    }
+
+    void fire_timers(Conn& c, TimePoint now) {
+        if (c.handshake_deadline <= now) on_handshake_deadline(c, now);
+        if (c.slot == SlotState::live && c.ack_due <= now) {
+            c.ack_due = kNever;
+            if (c.state == ConnState::established && c.rcv_nxt != c.last_ack_sent) {
+                send_pure_ack(c);
+                ++stats.idle_acks_sent;
+            }
+        }
+    }
+
+    void on_handshake_deadline(Conn& c, TimePoint now) {
+        if (c.attempts >= cfg.handshake_attempts) {
+            fail_handshake(c, CloseReason::handshake_timeout);
+            return;
+        }
+        bool client = c.state == ConnState::syn_sent;
+        emit_conn(c, c.iss, client ? kSyn : (kSyn | kAck));
+        ++c.attempts;
+        ++stats.syn_retransmits;
+        c.handshake_deadline = now + cfg.handshake_interval;
+    }
+
+    // --- connection lifecycle -----------------------------------------------
+
+    void count_state_leave(const Conn& c) {
+        if (c.state == ConnState::established) {
+            --stats.open_connections;
+        } else {
+            --stats.half_open_connections;
+        }
+    }
+
+    // The handshake did not complete: clients hear of it, half-open server
+    // connections vanish silently (the application never saw them).
+    void fail_handshake(Conn& c, CloseReason why) {
+        ++stats.handshakes_failed;
+        count_state_leave(c);
+        table.unindex(c);
+        if (c.is_client) push_event(EventType::connect_failed, c, why);
+        table.release(c);
+    }
+
+    void peer_reset_established(Conn& c) {
+        ++stats.rst_received;
+        count_state_leave(c);
+        table.unindex(c);
+        c.slot = SlotState::closing;  // earlier datagram events stay deliverable
+        c.handshake_deadline = c.ack_due = kNever;
+        push_event(EventType::closed, c, CloseReason::peer_reset);
+    }
+
+    void establish(Conn& c) {
+        c.state = ConnState::established;
+        c.handshake_deadline = kNever;
+        --stats.half_open_connections;
+        ++stats.open_connections;
+        ++stats.handshakes_completed;
+    }
+
+    Conn* new_conn(const Endpoint& local, const Endpoint& remote, ConnState state) {
+        Conn* c = table.insert(local, remote);
+        if (!c) return nullptr;
+        c->state = state;
+        c->iss = new_isn();
+        c->snd_nxt = c->iss + 1;  // the SYN occupies one sequence number
+        ++stats.half_open_connections;
+        return c;
+    }
+
+    // --- input ----------------------------------------------------------------
+
+    void on_packet(ByteView pkt, TimePoint now) {
+        ++stats.packets_in;
+        stats.bytes_in += pkt.size;
+        Segment seg;
+        DropReason why;
+        if (!parse_segment(pkt, seg, why)) {
+            drop(why);
+            return;
+        }
+        if (!flags_sane(seg)) return;
+        uint32_t slot = table.find(Endpoint{seg.dst, seg.dport}, Endpoint{seg.src, seg.sport});
+        if (slot == kNoSlot) {
+            on_unknown(seg, now);
+            return;
+        }
+        Conn& c = table.at(slot);
+        switch (c.state) {
+            case ConnState::syn_sent: on_syn_sent(c, seg, now); return;
+            case ConnState::syn_received: on_syn_received(c, seg, now); return;
+            case ConnState::established: on_established(c, seg, now); return;
+        }
+    }
+
+    // Rules that hold in every state.
+    bool flags_sane(const Segment& seg) {
+        if ((seg.flags & (kSyn | kAck | kRst | kFin)) == 0 || (seg.has(kSyn) && seg.has(kFin)) ||
+            (seg.has(kSyn) && seg.has(kRst))) {
+            drop(DropReason::bad_flags);
+            return false;
+        }
+        if (seg.has(kSyn) && seg.payload.size) {
+            drop(DropReason::syn_with_payload);
+            return false;
+        }
+        return true;
+    }
+
+    void on_unknown(const Segment& seg, TimePoint now) {
+        if (seg.has(kRst)) {
+            drop(DropReason::unknown_rst);
+            return;
+        }
+        if (seg.has(kSyn) && !seg.has(kAck) && is_listening(seg.dport)) {
+            accept_syn(seg, now);
+            return;
+        }
+        drop(DropReason::no_listener);
+        log_input("segment for unknown connection", seg, now);
+        reply_rst(seg, now);
+    }
+
+    void accept_syn(const Segment& seg, TimePoint now) {
+        if (stats.half_open_connections >= cfg.max_half_open) {
+            drop(DropReason::half_open_limit);
+            return;
+        }
+        if (table.full()) {
+            drop(DropReason::table_full);
+            return;
+        }
+        Conn* c = new_conn(Endpoint{seg.dst, seg.dport}, Endpoint{seg.src, seg.sport},
+                           ConnState::syn_received);
+        if (!c) {
+            drop(DropReason::table_full);
+            return;
+        }
+        c->irs = seg.seq;
+        c->rcv_nxt = seg.seq + 1;
+        emit_conn(*c, c->iss, kSyn | kAck);
+        c->attempts = 1;
+        c->handshake_deadline = now + cfg.handshake_interval;
+        schedule(*c);
+    }
+
+    void on_syn_sent(Conn& c, const Segment& seg, TimePoint now) {
+        if (seg.has(kRst)) {
+            if (seg.ack != c.iss + 1) {
+                drop(DropReason::bad_ack);
+                return;
+            }
+            ++stats.rst_received;
+            fail_handshake(c, CloseReason::peer_reset);
+            return;
+        }
+        if (!seg.has(kSyn) || !seg.has(kAck) || seg.has(kFin) || seg.ack != c.iss + 1) {
+            drop(DropReason::bad_ack);
+            return;
+        }
+        c.irs = seg.seq;
+        c.rcv_nxt = seg.seq + 1;
+        establish(c);
+        send_pure_ack(c);
+        push_event(EventType::connected, c);
+        schedule(c);
+        (void)now;
+    }
+
+    void on_syn_received(Conn& c, const Segment& seg, TimePoint now) {
+        if (seg.has(kRst)) {
+            if (seg.seq != c.rcv_nxt) {
+                drop(DropReason::rst_not_exact);
+                return;
+            }
+            ++stats.rst_received;
+            fail_handshake(c, CloseReason::peer_reset);
+            return;
+        }
+        if (seg.has(kSyn)) {
+            if (seg.has(kAck) || seg.seq != c.irs) {
+                drop(DropReason::unexpected_syn);
+                return;
+            }
+            // The peer did not hear our SYN-ACK: answer its retransmitted SYN now.
+            if (!replies.allow(now)) {
+                drop(DropReason::reply_rate_limited);
+                return;
+            }
+            emit_conn(c, c.iss, kSyn | kAck);
+            ++stats.syn_retransmits;
+            return;
+        }
+        if (!seg.has(kAck) || seg.has(kFin)) {
+            drop(DropReason::bad_flags);
+            return;
+        }
+        if (seg.ack != c.snd_nxt) {
+            drop(DropReason::bad_ack);
+            return;
+        }
+        establish(c);
+        c.last_ack_sent = c.rcv_nxt;
+        push_event(EventType::accepted, c);
+        if (seg.payload.size) {
+            on_data(c, seg, now);
+        } else {
+            schedule(c);
+        }
+    }
+
+    void on_established(Conn& c, const Segment& seg, TimePoint now) {
+        if (seg.has(kRst)) {
+            on_rst_established(c, seg, now);
+            return;
+        }
+        if (seg.has(kSyn)) {
+            on_syn_established(c, seg, now);
+            return;
+        }
+        if (!seg.has(kAck) || seg.has(kFin)) {
+            drop(DropReason::bad_flags);
+            return;
+        }
+        if (seg.payload.size == 0) {
+            ++stats.pure_acks_in;
+            return;
+        }
+        on_data(c, seg, now);
+    }
+
+    void on_rst_established(Conn& c, const Segment& seg, TimePoint now) {
+        if (seg.seq == c.rcv_nxt) {
+            peer_reset_established(c);
+            return;
+        }
+        drop(DropReason::rst_not_exact);
+        if (seq_distance(SeqNum{seg.seq}, SeqNum{c.rcv_nxt}) <= cfg.rst_window)
+            send_challenge_ack(c, now);
+    }
+
+    void on_syn_established(Conn& c, const Segment& seg, TimePoint now) {
+        if (c.is_client && seg.has(kAck) && seg.seq == c.irs) {
+            // A retransmitted SYN-ACK: our handshake ACK was lost.
+            if (!replies.allow(now)) {
+                drop(DropReason::reply_rate_limited);
+                return;
+            }
+            send_pure_ack(c);
+            return;
+        }
+        drop(DropReason::unexpected_syn);
+        send_challenge_ack(c, now);
+    }
+
+    void on_data(Conn& c, const Segment& seg, TimePoint now) {
+        uint32_t end = seg.seq + static_cast<uint32_t>(seg.payload.size);
+        if (seq_after(SeqNum{end}, SeqNum{c.rcv_nxt})) c.rcv_nxt = end;
+        deliver(c, seg.payload);
+        uint32_t unacked = c.rcv_nxt - c.last_ack_sent;
+        if (unacked > cfg.ack_every_bytes) {
+            send_pure_ack(c);
+            ++stats.idle_acks_sent;
+        } else if (unacked != 0 && c.ack_due == kNever) {
+            c.ack_due = now + cfg.idle_ack_interval;
+        }
+        schedule(c);
+    }
+
+    void deliver(Conn& c, ByteView payload) {
+        if (ev_datagrams >= cfg.event_queue_capacity) {
+            drop(DropReason::event_queue_full);
+            return;
+        }
+        ++ev_datagrams;
+        ++stats.datagrams_in;
+        stats.datagram_bytes_in += payload.size;
+        push_event(EventType::datagram, c, CloseReason::local_close, payload);
+    }
+
+    // --- application calls ---------------------------------------------------
+
+    Result<ConnId> connect(const Endpoint& remote, TimePoint now) {
+        const std::optional<IpAddr>& local_ip =
+            remote.addr.family == Family::v4 ? cfg.local_v4 : cfg.local_v6;
+        if (!local_ip || local_ip->family != remote.addr.family)
+            return Status::error(Errc::no_local_address,
+                                 "connect to " + to_string(remote) + ": the stack has no local " +
+                                     (remote.addr.family == Family::v4 ? "IPv4" : "IPv6") +
+                                     " address (set StackConfig::local_v4 / local_v6)");
+        if (remote.port == 0 || !is_unicast(remote.addr))
+            return Status::error(Errc::invalid_argument,
+                                 "connect to " + to_string(remote) + ": not a unicast address and port");
+        if (stats.half_open_connections >= cfg.max_half_open)
+            return Status::error(Errc::table_full, "connect to " + to_string(remote) +
+                                                       ": too many handshakes in progress (max_half_open)");
+        if (table.full())
+            return Status::error(Errc::table_full,
+                                 "connect to " + to_string(remote) + ": connection table full (max_connections)");
+        if (tx_n >= cfg.tx_queue_capacity)
+            return Status::error(Errc::tx_queue_full, "connect: transmit queue full; drain it and retry");
+        Endpoint local{*local_ip, 0};
+        if (!pick_local_port(local, remote))
+            return Status::error(Errc::ports_exhausted, "connect to " + to_string(remote) +
+                                                            ": every local port 32768-60999 is in use towards it");
+        Conn* c = new_conn(local, remote, ConnState::syn_sent);
+        if (!c) return Status::error(Errc::table_full, "connect: connection table full");
+        c->is_client = true;
+        emit_conn(*c, c->iss, kSyn);
+        c->attempts = 1;
+        c->handshake_deadline = now + cfg.handshake_interval;
+        schedule(*c);
+        return table.id_of(*c);
+    }
+
+    bool pick_local_port(Endpoint& local, const Endpoint& remote) {
+        constexpr uint32_t range = kEphemeralLast - kEphemeralFirst + 1;
+        uint32_t start = static_cast<uint32_t>(rng.next() % range);
+        for (uint32_t i = 0; i < range; ++i) {
+            local.port = static_cast<uint16_t>(kEphemeralFirst + (start + i) % range);
+            if (table.find(local, remote) == kNoSlot) return true;
+        }
+        return false;
+    }
+
+    size_t max_datagram_for(Family f) const {
+        size_t headers = ip_header_len(f) + kTcpHeaderLen;
+        return cfg.mtu > headers ? cfg.mtu - headers : 0;
+    }
+
+    Errc send(ConnId id, ByteView data, TimePoint now) {
+        Conn* c = table.resolve(id);
+        if (!c) return Errc::stale_handle;
+        if (c->slot != SlotState::live || c->state != ConnState::established)
+            return Errc::not_established;
+        if (data.size == 0) return Errc::empty_datagram;
+        if (data.size > max_datagram_for(c->local.addr.family)) return Errc::too_big;
+        if (tx_n >= cfg.tx_queue_capacity) return Errc::tx_queue_full;
+        emit_conn(*c, c->snd_nxt, kAck, data);
+        c->snd_nxt += static_cast<uint32_t>(data.size);
+        ++stats.datagrams_out;
+        stats.datagram_bytes_out += data.size;
+        (void)now;
+        return Errc::ok;
+    }
+
+    Errc close(ConnId id, TimePoint now) {
+        Conn* c = table.resolve(id);
+        if (!c) return Errc::stale_handle;
+        if (c->slot == SlotState::closing) {
+            table.release(*c);  // its closed(peer_reset) event is already queued
+            return Errc::ok;
+        }
+        emit_conn(*c, c->snd_nxt, kRst);
+        count_state_leave(*c);
+        table.unindex(*c);
+        if (c->state == ConnState::established) {
+            push_event(EventType::closed, *c, CloseReason::local_close);
+        } else if (c->is_client) {
+            push_event(EventType::connect_failed, *c, CloseReason::local_close);
+        }
+        table.release(*c);
+        (void)now;
+        return Errc::ok;
+    }
+};
+
+Stack::Stack(const StackConfig& config) : impl_(std::make_unique<Impl>(config)) {}
+Stack::~Stack() = default;
+Stack::Stack(Stack&&) noexcept = default;
+Stack& Stack::operator=(Stack&&) noexcept = default;
+
+Status Stack::listen(uint16_t port) {
+    if (port == 0) return Status::error(Errc::invalid_argument, "listen: port 0 is not a port");
+    if (impl_->is_listening(port))
+        return Status::error(Errc::already_listening,
+                             "listen on port " + std::to_string(port) + ": already listening");
+    impl_->listening[port >> 6] |= uint64_t{1} << (port & 63);
+    return Status();
+}
+
+Status Stack::unlisten(uint16_t port) {
+    if (port == 0 || !impl_->is_listening(port))
+        return Status::error(Errc::not_listening,
+                             "unlisten port " + std::to_string(port) + ": not listening");
+    impl_->listening[port >> 6] &= ~(uint64_t{1} << (port & 63));
+    return Status();
+}
+
+Result<ConnId> Stack::connect(const Endpoint& remote, TimePoint now) {
+    return impl_->connect(remote, now);
+}
+
+Errc Stack::send(ConnId conn, ByteView datagram, TimePoint now) {
+    return impl_->send(conn, datagram, now);
+}
+
+size_t Stack::max_datagram(ConnId conn) const {
+    const Conn* c = impl_->table.resolve(conn);
+    if (!c) return 0;
+    return impl_->max_datagram_for(c->local.addr.family);
+}
+
+Errc Stack::close(ConnId conn, TimePoint now) { return impl_->close(conn, now); }
+
+std::optional<ConnInfo> Stack::info(ConnId conn) const {
+    const Conn* c = impl_->table.resolve(conn);
+    if (!c) return std::nullopt;
+    return ConnInfo{c->local, c->remote, c->state, c->user_data};
+}
+
+Errc Stack::set_user_data(ConnId conn, uint64_t value) {
+    Conn* c = impl_->table.resolve(conn);
+    if (!c) return Errc::stale_handle;
+    c->user_data = value;
+    return Errc::ok;
+}
+
+void Stack::on_packet(ByteView packet, TimePoint now) { impl_->on_packet(packet, now); }
+void Stack::on_timer(TimePoint now) { impl_->on_timer(now); }
+std::optional<TimePoint> Stack::next_deadline() const { return impl_->next_deadline(); }
+
+size_t Stack::tx_count() const { return impl_->tx_n; }
+
+ByteView Stack::tx_packet(size_t i) const {
+    if (i >= impl_->tx_n) return {};
+    return ByteView(impl_->tx_buf.data() + i * impl_->tx_stride + kTxHeadroom, impl_->tx_len[i]);
+}
+
+uint8_t* Stack::tx_packet_mutable(size_t i) {
+    if (i >= impl_->tx_n) return nullptr;
+    return impl_->tx_buf.data() + i * impl_->tx_stride + kTxHeadroom;
+}
+
+bool Stack::tx_full() const { return impl_->tx_n >= impl_->cfg.tx_queue_capacity; }
+void Stack::tx_clear() { impl_->tx_n = 0; }
+bool Stack::poll_event(Event& out) { return impl_->poll_event(out); }
+const Stats& Stack::stats() const { return impl_->stats; }
+const StackConfig& Stack::config() const { return impl_->cfg; }
+
+size_t Stack::memory_footprint() const {
+    const Impl& m = *impl_;
+    return sizeof(Impl) + m.table.memory_footprint() + m.timers.capacity() * sizeof(TimerEntry) +
+           m.listening.capacity() * sizeof(uint64_t) + m.tx_buf.capacity() +
+           m.tx_len.capacity() * sizeof(uint32_t) + m.events.capacity() * sizeof(Event);
+}
+
+// ===========================================================================
+// 6. Reactor: epoll and deadlines. The only place that reads the clock.
+// ===========================================================================
+
+namespace {
+// Watches are indexed by fd; the epoll cookie carries a generation so an
+// event for a closed-and-reused fd number in the same batch is ignored.
+uint64_t watch_cookie(int fd, uint32_t generation) {
+    return (uint64_t{generation} << 32) | static_cast<uint32_t>(fd);
+}
+}  // namespace
+
+Result<Reactor> Reactor::create() {
+    Reactor r;
+    r.epfd_ = epoll_create1(EPOLL_CLOEXEC);
+    if (r.epfd_ < 0) return Status::from_errno("epoll_create1", errno);
+    return r;
+}
+
+Reactor::~Reactor() {
+    if (epfd_ >= 0) ::close(epfd_);
+}
+
+Reactor::Reactor(Reactor&& o) noexcept
+    : epfd_(std::exchange(o.epfd_, -1)),
+      stopping_(o.stopping_),
+      watches_(std::move(o.watches_)),
+      handlers_(std::move(o.handlers_)) {}
+
+Reactor& Reactor::operator=(Reactor&& o) noexcept {
+    if (this != &o) {
+        if (epfd_ >= 0) ::close(epfd_);
+        epfd_ = std::exchange(o.epfd_, -1);
+        stopping_ = o.stopping_;
+        watches_ = std::move(o.watches_);
+        handlers_ = std::move(o.handlers_);
+    }
+    return *this;
+}
+
+Status Reactor::add_fd(int fd, Handler& handler) {
+    if (fd < 0) return Status::error(Errc::invalid_argument, "add_fd: negative fd");
+    if (static_cast<size_t>(fd) >= watches_.size()) watches_.resize(static_cast<size_t>(fd) + 1, Watch{});
+    Watch& w = watches_[static_cast<size_t>(fd)];
+    if (w.handler) return Status::error(Errc::invalid_argument, "add_fd: fd " + std::to_string(fd) + " is already watched");
+    uint32_t gen = w.generation + 1;
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = watch_cookie(fd, gen);
+    if (epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) < 0)
+        return Status::from_errno("epoll_ctl(ADD, fd " + std::to_string(fd) + ")", errno);
+    w.handler = &handler;
+    w.generation = gen;
+    add_handler(handler);
+    return Status();
+}
+
+Status Reactor::remove_fd(int fd) {
+    if (fd < 0 || static_cast<size_t>(fd) >= watches_.size() || !watches_[static_cast<size_t>(fd)].handler)
+        return Status::error(Errc::invalid_argument, "remove_fd: fd " + std::to_string(fd) + " is not watched");
+    Watch& w = watches_[static_cast<size_t>(fd)];
+    w.handler = nullptr;
+    ++w.generation;
+    if (epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr) < 0)
+        return Status::from_errno("epoll_ctl(DEL, fd " + std::to_string(fd) + ")", errno);
+    return Status();
+}
+
+void Reactor::add_handler(Handler& handler) {
+    for (Handler* h : handlers_)
+        if (h == &handler) return;
+    handlers_.push_back(&handler);
+}
+
+void Reactor::remove_handler(Handler& handler) {
+    // Null it out rather than erase: we may be iterating handlers_ right now.
+    for (Handler*& h : handlers_)
+        if (h == &handler) h = nullptr;
+    for (Watch& w : watches_)
+        if (w.handler == &handler) w.handler = nullptr;
+}
+
+TimePoint Reactor::now() const { return Clock::now(); }
+
+Status Reactor::run() {
+    stopping_ = false;
+    while (!stopping_) {
+        Status s = run_once(std::chrono::hours(1));
+        if (!s) return s;
+    }
+    return Status();
+}
+
+Status Reactor::run_once(Duration max_wait) {
+    handlers_.erase(std::remove(handlers_.begin(), handlers_.end(), nullptr), handlers_.end());
+    TimePoint start = now();
+    TimePoint wake = start + max_wait;
+    for (Handler* h : handlers_) {
+        auto d = h->next_deadline();
+        if (d && *d < wake) wake = *d;
+    }
+    int timeout_ms = 0;
+    if (wake > start) {
+        // Round up so we never wake just before a deadline and spin.
+        auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(wake - start + std::chrono::microseconds(999));
+        timeout_ms = static_cast<int>(std::min<int64_t>(ms.count(), 3600 * 1000));
+    }
+    constexpr int kMaxEvents = 64;
+    epoll_event evs[kMaxEvents];
+    int n = epoll_wait(epfd_, evs, kMaxEvents, timeout_ms);
+    if (n < 0) {
+        if (errno == EINTR) return Status();
+        return Status::from_errno("epoll_wait", errno);
+    }
+    TimePoint t = now();
+    for (int i = 0; i < n; ++i) {
+        int fd = static_cast<int>(evs[i].data.u64 & 0xffffffffu);
+        uint32_t gen = static_cast<uint32_t>(evs[i].data.u64 >> 32);
+        if (fd < 0 || static_cast<size_t>(fd) >= watches_.size()) continue;
+        Watch& w = watches_[static_cast<size_t>(fd)];
+        if (!w.handler || w.generation != gen) continue;  // removed during this batch
+        w.handler->on_readable(fd, t);
+    }
+    t = now();
+    // Index loop: a handler may add handlers while we iterate.
+    for (size_t i = 0; i < handlers_.size(); ++i) {
+        Handler* h = handlers_[i];
+        if (!h) continue;
+        auto d = h->next_deadline();
+        if (d && *d <= t) h->on_deadline(t);
+    }
+    for (size_t i = 0; i < handlers_.size(); ++i)
+        if (handlers_[i]) handlers_[i]->on_batch_end(t);
+    return Status();
+}
+
+// ===========================================================================
+// 7. StackDriver: TUN reads -> Stack -> events -> application; tx -> TUN.
+// ===========================================================================
+
+StackDriver::StackDriver(Stack& stack, Tun& tun, StackHandler& handler)
+    : stack_(stack), tun_(tun), handler_(handler) {
+    rx_stride_ = (size_t{stack.config().mtu} + 63) & ~size_t{63};
+    rx_.assign(rx_stride_ * kReadBatch, 0);
+}
+
+Status StackDriver::attach(Reactor& reactor) {
+    for (size_t q = 0; q < tun_.queue_count(); ++q) {
+        Status s = reactor.add_fd(tun_.fd(q), *this);
+        if (!s) return s;
+    }
+    reactor.add_handler(*this);
+    return Status();
+}
+
+void StackDriver::detach(Reactor& reactor) {
+    for (size_t q = 0; q < tun_.queue_count(); ++q) (void)reactor.remove_fd(tun_.fd(q));
+    reactor.remove_handler(*this);
+}
+
+void StackDriver::on_readable(int fd, TimePoint now) {
+    size_t queue = 0;
+    while (queue < tun_.queue_count() && tun_.fd(queue) != fd) ++queue;
+    if (queue == tun_.queue_count()) return;
+    // A few batches per wakeup, then yield to the other fds (level-triggered
+    // epoll brings us back if more is pending).
+    for (int round = 0; round < 4; ++round) {
+        size_t got = 0;
+        for (; got < kReadBatch; ++got) {
+            uint8_t* buf = rx_.data() + got * rx_stride_;
+            long n = tun_.read(queue, buf, rx_stride_);
+            if (n < 0) {
+                if (n != -EAGAIN && n != -EINTR) ++tun_read_errors_;
+                break;
+            }
+            stack_.on_packet(ByteView(buf, static_cast<size_t>(n)), now);
+            if (stack_.tx_full()) flush();
+        }
+        // Datagram events point into rx_: deliver them before reusing it.
+        dispatch_events();
+        if (got < kReadBatch) return;
+    }
+}
+
+void StackDriver::dispatch_events() {
+    Event ev;
+    while (stack_.poll_event(ev)) {
+        switch (ev.type) {
+            case EventType::accepted:
+            case EventType::connected: {
+                auto info = stack_.info(ev.conn);
+                if (!info) break;
+                if (ev.type == EventType::accepted) {
+                    handler_.on_accepted(ev.conn, *info);
+                } else {
+                    handler_.on_connected(ev.conn, *info);
+                }
+                break;
+            }
+            case EventType::connect_failed: handler_.on_connect_failed(ev.conn, ev.reason); break;
+            case EventType::datagram: handler_.on_datagram(ev.conn, ev.data); break;
+            case EventType::closed: handler_.on_closed(ev.conn, ev.reason); break;
+        }
+    }
+}
+
+Errc StackDriver::send(ConnId conn, ByteView datagram, TimePoint now) {
+    if (stack_.tx_full()) flush();
+    return stack_.send(conn, datagram, now);
+}
+
+Errc StackDriver::close(ConnId conn, TimePoint now) {
+    if (stack_.tx_full()) flush();
+    return stack_.close(conn, now);
+}
+
+Result<ConnId> StackDriver::connect(const Endpoint& remote, TimePoint now) {
+    if (stack_.tx_full()) flush();
+    return stack_.connect(remote, now);
+}
+
+void StackDriver::flush() {
+    size_t n = stack_.tx_count();
+    for (size_t i = 0; i < n; ++i) {
+        ByteView p = stack_.tx_packet(i);
+        long r = tun_.write(next_tx_queue_, p.data, p.size);
+        if (r < 0) ++tun_write_errors_;  // ENOBUFS/EAGAIN: the datagram is lost, as with UDP
+    }
+    stack_.tx_clear();
+}
+
+std::optional<TimePoint> StackDriver::next_deadline() const { return stack_.next_deadline(); }
+
+void StackDriver::on_deadline(TimePoint now) {
+    stack_.on_timer(now);
+    dispatch_events();
+}
+
+void StackDriver::on_batch_end(TimePoint /*now*/) {
+    dispatch_events();
+    flush();
+}
+
+}  // namespace faketcp
