@@ -5,11 +5,13 @@
 #   make demo         (root) the tunnel end to end in throw-away network namespaces
 #   make netns-test   (root) the network-namespace integration suite only
 #   make sanitize     unit tests under ASan+UBSan
+#   make fuzz         every libFuzzer target for FUZZ_SECONDS each (clang, ASan+UBSan)
 #   make deps         (root) install the Debian packages the tests need
 #   make clean
 #
 # CXX=clang++ works for every target.
 
+SHELL    := /bin/bash
 CXX      ?= g++
 BUILD    ?= build
 CXXFLAGS ?= -O2 -g
@@ -38,7 +40,11 @@ TEST_PKGS := doctest-dev:/usr/include/doctest/doctest.h \
              procps:/usr/bin/pkill
 IS_ROOT   := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 
-.PHONY: all test unit-test vendor-check readme-example netns-test demo sanitize deps clean check-doctest
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := $(patsubst test/fuzz/%.cpp,%,$(wildcard test/fuzz/fuzz_*.cpp))
+FUZZ_FLAGS := -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+
+.PHONY: fuzz all test unit-test vendor-check readme-example netns-test demo sanitize deps clean check-doctest
 
 all: $(BUILD)/faketcp $(BUILD)/unit_tests
 
@@ -107,6 +113,22 @@ demo: $(BUILD)/faketcp
 	@if [ "$(IS_ROOT)" != yes ]; then echo "make demo needs root (it creates network namespaces and TUN devices): run 'sudo make demo'" >&2; exit 1; fi
 	@$(MAKE) --no-print-directory deps
 	bash netns-tests/demo.sh $(BUILD)/faketcp
+
+$(BUILD)/fuzz/%: test/fuzz/%.cpp $(LIB_SRCS) $(LIB_HDRS)
+	@mkdir -p $(BUILD)/fuzz
+	clang++ $(FUZZ_FLAGS) -I. -o $@ $< $(LIB_SRCS)
+
+# Each target runs from its checked-in seed corpus (copied, so runs never
+# grow the repository) for FUZZ_SECONDS.
+fuzz: $(addprefix $(BUILD)/fuzz/,$(FUZZ_TARGETS))
+	@for t in $(FUZZ_TARGETS); do \
+	  rm -rf $(BUILD)/fuzz/corpus-$$t && mkdir -p $(BUILD)/fuzz/corpus-$$t; \
+	  if [ -d test/fuzz/corpus/$$t ]; then cp test/fuzz/corpus/$$t/* $(BUILD)/fuzz/corpus-$$t/ 2>/dev/null || true; fi; \
+	  echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
+	  $(BUILD)/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -max_len=4096 \
+	     $(BUILD)/fuzz/corpus-$$t 2>&1 | grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::peak_rss|INFO: seed corpus|==[0-9]+==ERROR|invariant)' ; \
+	  test $${PIPESTATUS[0]} -eq 0 || exit 1; \
+	done
 
 clean:
 	rm -rf $(BUILD)

@@ -951,9 +951,14 @@ struct Stack::Impl {
             const Event& ev = events[ev_head++];
             if (ev.type == EventType::datagram) --ev_datagrams;
             if (terminal(ev.type)) {
-                // A connection reset by the peer held its slot until now.
-                Conn* c = table.resolve(ev.conn);
-                if (c && c->slot == SlotState::closing) table.release(*c);
+                // close() released the slot itself: its local_close event always
+                // goes out. Any other ending held the slot until now, unless the
+                // app closed it meanwhile (then the app already knows).
+                if (ev.reason != CloseReason::local_close) {
+                    Conn* c = table.resolve(ev.conn);
+                    if (!c || c->slot != SlotState::closing) continue;
+                    table.release(*c);
+                }
                 out = ev;
                 return true;
             }
@@ -1059,18 +1064,29 @@ struct Stack::Impl {
     void fail_handshake(Conn& c, CloseReason why) {
         ++stats.handshakes_failed;
         count_state_leave(c);
-        table.unindex(c);
-        if (c.is_client) push_event(EventType::connect_failed, c, why);
-        table.release(c);
+        if (c.is_client) {
+            hold_until_notified(c, EventType::connect_failed, why);
+        } else {
+            table.unindex(c);
+            table.release(c);
+        }
     }
 
     void peer_reset_established(Conn& c) {
         ++stats.rst_received;
         count_state_leave(c);
+        hold_until_notified(c, EventType::closed, CloseReason::peer_reset);
+    }
+
+    // The connection ended without the application asking: packets no longer
+    // reach it, but its slot (and handle) stays until the terminal event is
+    // polled, so the events queued before it are still delivered. If the app
+    // closes it first, the terminal event is skipped: one terminal event each.
+    void hold_until_notified(Conn& c, EventType terminal_type, CloseReason why) {
         table.unindex(c);
-        c.slot = SlotState::closing;  // earlier datagram events stay deliverable
+        c.slot = SlotState::closing;
         c.handshake_deadline = c.ack_due = kNever;
-        push_event(EventType::closed, c, CloseReason::peer_reset);
+        push_event(terminal_type, c, why);
     }
 
     void establish(Conn& c) {
@@ -1371,7 +1387,11 @@ struct Stack::Impl {
         Conn* c = table.resolve(id);
         if (!c) return Errc::stale_handle;
         if (c->slot == SlotState::closing) {
-            table.release(*c);  // its closed(peer_reset) event is already queued
+            // Already ended by the peer or a timeout; the queued terminal event
+            // is skipped and this local_close one replaces it.
+            push_event(c->state == ConnState::established ? EventType::closed : EventType::connect_failed,
+                       *c, CloseReason::local_close);
+            table.release(*c);
             return Errc::ok;
         }
         emit_conn(*c, c->snd_nxt, kRst);

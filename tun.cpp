@@ -1,0 +1,861 @@
+// tun.cpp — the TUN device.
+//
+// Owns everything between the Stack and the kernel's TUN driver: opening
+// /dev/net/tun (one fd per queue), naming the interface, setting its MTU and
+// link state through ioctl, adding its addresses through rtnetlink, and
+// moving one packet per read()/write(). The `ip` command is never run; the
+// few netlink messages needed are built by hand below, bounds-checked.
+//
+// Sections, in the order a device is set up:
+//   helpers      errno text, an owning fd
+//   validation   TunConfig checked before any syscall
+//   queues       /dev/net/tun + TUNSETIFF, and what their errnos mean
+//   link         ifindex, MTU and IFF_UP through ioctl
+//   rtnetlink    request builder, reply walker, RTM_NEWADDR, route and
+//                link lookups
+//   Tun          the public class
+
+#include "faketcp.h"
+
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <fcntl.h>
+#include <linux/if_tun.h>
+#include <linux/rtnetlink.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+namespace faketcp {
+namespace {
+
+// ---------------------------------------------------------------------------
+// Helpers: errno text and an owning fd
+// ---------------------------------------------------------------------------
+
+constexpr const char* kTunPath = "/dev/net/tun";
+constexpr const char* kNeedCapNetAdmin =
+    "needs CAP_NET_ADMIN (run as root or setcap cap_net_admin+ep)";
+constexpr uint32_t kMinMtu = 68;          // the TUN driver's lower bound (ETH_MIN_MTU)
+constexpr uint32_t kMaxMtu = 65535;       // the TUN driver's upper bound (MAX_MTU)
+constexpr uint32_t kMinMtuIpv6 = 1280;    // below this the kernel removes IPv6 from a device
+constexpr uint32_t kMaxQueues = 256;      // the TUN driver's MAX_TAP_QUEUES
+
+// strerror_r has a GNU and an XSI variant; these overloads accept either.
+[[maybe_unused]] const char* strerror_result(int /*xsi*/, const char* buf) { return buf; }
+[[maybe_unused]] const char* strerror_result(const char* gnu, const char* /*buf*/) { return gnu; }
+
+std::string errno_text(int err) {
+    char buf[128] = {};
+    return strerror_result(strerror_r(err, buf, sizeof buf), buf);
+}
+
+// "<operation>: <errno text>[ — <hint>]": names what failed and the fix.
+Status sys_error(const std::string& operation, int err, const std::string& hint = {}) {
+    std::string msg = operation + ": " + errno_text(err);
+    if (!hint.empty()) msg += " \u2014 " + hint;
+    return Status::error(Errc::system, std::move(msg), err);
+}
+
+Status invalid(std::string message) {
+    return Status::error(Errc::invalid_argument, std::move(message));
+}
+
+// Owns one file descriptor; move-only so no error path can leak or double-close.
+class UniqueFd {
+public:
+    UniqueFd() = default;
+    explicit UniqueFd(int fd) : fd_(fd) {}
+    ~UniqueFd() { reset(); }
+    UniqueFd(UniqueFd&& o) noexcept : fd_(o.release()) {}
+    UniqueFd& operator=(UniqueFd&& o) noexcept {
+        if (this != &o) {
+            reset();
+            fd_ = o.release();
+        }
+        return *this;
+    }
+    UniqueFd(const UniqueFd&) = delete;
+    UniqueFd& operator=(const UniqueFd&) = delete;
+
+    int get() const { return fd_; }
+    int release() {
+        int fd = fd_;
+        fd_ = -1;
+        return fd;
+    }
+    // close() is not retried on EINTR: on Linux the fd is gone either way.
+    void reset() {
+        if (fd_ >= 0) ::close(fd_);
+        fd_ = -1;
+    }
+
+private:
+    int fd_ = -1;
+};
+
+// A printable name for messages, before the kernel has picked one.
+std::string display_name(const std::string& name) {
+    return name.empty() ? std::string("a new TUN device") : name;
+}
+
+// ifreq with the interface name filled in; `name` is already validated to
+// fit (shorter than IFNAMSIZ, no NUL).
+ifreq ifreq_for(const std::string& name) {
+    ifreq ifr;
+    std::memset(&ifr, 0, sizeof ifr);
+    std::memcpy(ifr.ifr_name, name.data(), name.size());
+    return ifr;
+}
+
+// ---------------------------------------------------------------------------
+// Validation: reject a bad TunConfig before touching the system
+// ---------------------------------------------------------------------------
+
+// The kernel's dev_valid_name() rules, checked here so the message can say
+// which rule was broken instead of a bare EINVAL from TUNSETIFF.
+Status validate_name(const std::string& name) {
+    if (name.size() >= IFNAMSIZ) {
+        return invalid("interface name \"" + name + "\" is " + std::to_string(name.size()) +
+                       " bytes; Linux allows at most " + std::to_string(IFNAMSIZ - 1));
+    }
+    if (name == "." || name == "..") return invalid("interface name \"" + name + "\" is reserved");
+    for (char c : name) {
+        if (c == '\0' || c == '/' || c == ':' || c == ' ' || (c >= '\t' && c <= '\r')) {
+            return invalid("interface name \"" + name +
+                           "\" contains a character Linux forbids (NUL, '/', ':' or whitespace)");
+        }
+    }
+    return {};
+}
+
+Status validate_pair(const char* what, Family family, const std::optional<IpAddr>& local,
+                     const std::optional<IpAddr>& peer) {
+    const std::string l = std::string("local_") + what, p = std::string("peer_") + what;
+    if (peer && !local) return invalid(p + " is set but " + l + " is not; set both");
+    const std::string ip = family == Family::v4 ? "an IPv4" : "an IPv6";
+    if (local && local->family != family) return invalid(l + " is not " + ip + " address");
+    if (peer && peer->family != family) return invalid(p + " is not " + ip + " address");
+    if (local && local->is_unspecified()) return invalid(l + " is the unspecified address");
+    if (peer && peer->is_unspecified()) return invalid(p + " is the unspecified address");
+    if (local && peer && *local == *peer) {
+        return invalid(l + " and " + p + " are both " + to_string(*local) +
+                       "; the host and the stack need different addresses");
+    }
+    return {};
+}
+
+Status validate(const TunConfig& c) {
+    if (Status s = validate_name(c.name); !s) return s;
+    if (c.queues < 1 || c.queues > kMaxQueues) {
+        return invalid("queues is " + std::to_string(c.queues) + "; the TUN driver allows 1.." +
+                       std::to_string(kMaxQueues));
+    }
+    if (c.mtu < kMinMtu || c.mtu > kMaxMtu) {
+        return invalid("mtu is " + std::to_string(c.mtu) + "; a TUN device allows " +
+                       std::to_string(kMinMtu) + ".." + std::to_string(kMaxMtu));
+    }
+    if (Status s = validate_pair("v4", Family::v4, c.local_v4, c.peer_v4); !s) return s;
+    if (Status s = validate_pair("v6", Family::v6, c.local_v6, c.peer_v6); !s) return s;
+    if (c.peer_v6 && !c.up) {
+        return invalid("peer_v6 needs up = true: Linux installs the route to an IPv6 peer only "
+                       "for an address added to an up link");
+    }
+    if (c.local_v6 && c.mtu < kMinMtuIpv6) {
+        return invalid("mtu is " + std::to_string(c.mtu) + " but IPv6 needs at least " +
+                       std::to_string(kMinMtuIpv6) + "; raise mtu or drop the v6 addresses");
+    }
+    return {};
+}
+
+// ---------------------------------------------------------------------------
+// Queues: /dev/net/tun and TUNSETIFF
+// ---------------------------------------------------------------------------
+
+Status open_error(int err) {
+    switch (err) {
+    case ENOENT:
+        return sys_error(std::string("opening ") + kTunPath, err,
+                         "the device node is missing: load the tun module (modprobe tun) "
+                         "or, in a container, pass the device (docker run --device "
+                         "/dev/net/tun)");
+    case ENODEV:
+    case ENXIO:
+        return sys_error(std::string("opening ") + kTunPath, err,
+                         "the tun driver is not loaded: modprobe tun");
+    case EACCES:
+    case EPERM:
+        return sys_error(std::string("opening ") + kTunPath, err,
+                         "run as root, or make the device readable and writable (usually "
+                         "mode 0666) and give the program CAP_NET_ADMIN "
+                         "(setcap cap_net_admin+ep)");
+    default:
+        return sys_error(std::string("opening ") + kTunPath, err);
+    }
+}
+
+// An interface named `name` exists in this network namespace.
+bool interface_exists(const std::string& name) {
+    return !name.empty() && if_nametoindex(name.c_str()) != 0;
+}
+
+Status setiff_error(const std::string& name, int err) {
+    const std::string op = "TUNSETIFF on " + display_name(name);
+    switch (err) {
+    case EPERM:
+        return sys_error(op, err,
+                         std::string(kNeedCapNetAdmin) +
+                             "; or the device is persistent and owned by another user");
+    case EBUSY:
+        return sys_error(op, err, "the name " + name +
+                                      " is in use: another process has that TUN device open; "
+                                      "pick another name or leave it empty");
+    case EINVAL:
+        if (interface_exists(name)) {
+            return sys_error(op, err, "the name " + name +
+                                          " is in use by a device that is not a TUN device, or "
+                                          "by a TUN device with other flags (multi-queue, "
+                                          "packet info); pick another name");
+        }
+        return sys_error(op, err, "the kernel rejected the name or the flags");
+    case ENFILE:
+        return sys_error(op, err, "no free name left for the pattern " + name);
+    default:
+        return sys_error(op, err);
+    }
+}
+
+// Opens one queue of the device `name` (empty: the kernel picks) and stores
+// the name the kernel actually used in `name`.
+Result<UniqueFd> open_queue(std::string& name, bool multi_queue) {
+    // Non-blocking from the first syscall: the reactor never blocks on a queue.
+    UniqueFd fd(::open(kTunPath, O_RDWR | O_CLOEXEC | O_NONBLOCK));
+    if (fd.get() < 0) return open_error(errno);
+
+    ifreq ifr = ifreq_for(name);
+    // IFF_NO_PI: packets are bare IP, no 4-byte packet-information prefix.
+    ifr.ifr_flags = static_cast<short>(IFF_TUN | IFF_NO_PI | (multi_queue ? IFF_MULTI_QUEUE : 0));
+    if (::ioctl(fd.get(), TUNSETIFF, &ifr) < 0) return setiff_error(name, errno);
+
+    name.assign(ifr.ifr_name, strnlen(ifr.ifr_name, IFNAMSIZ));
+    return fd;
+}
+
+// ---------------------------------------------------------------------------
+// Link: ifindex, MTU and IFF_UP through ioctl
+// ---------------------------------------------------------------------------
+
+// Interface ioctls work on any socket; a datagram socket is the usual carrier.
+Result<UniqueFd> control_socket() {
+    UniqueFd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (s.get() < 0) {
+        const int err = errno;
+        return sys_error("creating a control socket for interface ioctls", err);
+    }
+    return s;
+}
+
+// One interface ioctl on `name`; `ifr` carries the argument and the answer.
+Status if_ioctl(int sock, unsigned long request, const char* request_name,
+                const std::string& what, ifreq& ifr) {
+    if (::ioctl(sock, request, &ifr) == 0) return {};
+    const int err = errno;
+    return sys_error(what + " (" + request_name + ")", err,
+                     err == EPERM ? std::string(kNeedCapNetAdmin) : std::string());
+}
+
+Result<int> query_ifindex(int sock, const std::string& name) {
+    const std::string what = "looking up the index of " + name;
+    ifreq ifr = ifreq_for(name);
+    if (Status s = if_ioctl(sock, SIOCGIFINDEX, "SIOCGIFINDEX", what, ifr); !s) return s;
+    return ifr.ifr_ifindex;
+}
+
+// Only changes what differs, so reopening a prepared persistent device
+// does not need privileges it would not otherwise need.
+Status set_mtu(int sock, const std::string& name, uint32_t mtu) {
+    const std::string what = "setting MTU " + std::to_string(mtu) + " on " + name;
+    ifreq ifr = ifreq_for(name);
+    if (Status s = if_ioctl(sock, SIOCGIFMTU, "SIOCGIFMTU", what, ifr); !s) return s;
+    if (ifr.ifr_mtu == static_cast<int>(mtu)) return {};
+    ifr.ifr_mtu = static_cast<int>(mtu);
+    return if_ioctl(sock, SIOCSIFMTU, "SIOCSIFMTU", what, ifr);
+}
+
+Status bring_up(int sock, const std::string& name) {
+    const std::string what = "bringing " + name + " up";
+    ifreq ifr = ifreq_for(name);
+    if (Status s = if_ioctl(sock, SIOCGIFFLAGS, "SIOCGIFFLAGS", what, ifr); !s) return s;
+    if (ifr.ifr_flags & IFF_UP) return {};
+    ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP);
+    return if_ioctl(sock, SIOCSIFFLAGS, "SIOCSIFFLAGS", what, ifr);
+}
+
+// ---------------------------------------------------------------------------
+// rtnetlink: request builder, reply walker, addresses, lookups
+// ---------------------------------------------------------------------------
+
+// A netlink request in a fixed buffer. Every append is bounds-checked; one
+// that does not fit marks the request overflowed instead of writing past
+// the end, and transact() refuses an overflowed request.
+class NlRequest {
+public:
+    NlRequest(uint16_t type, uint16_t flags) {
+        nlmsghdr h{};
+        h.nlmsg_type = type;
+        h.nlmsg_flags = flags;
+        append(&h, sizeof h);
+    }
+
+    // The family header (ifaddrmsg, rtmsg, ...) right after the netlink header.
+    template <class T>
+    void add_header(const T& family_header) {
+        append(&family_header, sizeof family_header);
+    }
+
+    void add_attr(uint16_t type, const void* data, size_t len) {
+        if (len > UINT16_MAX - NLA_HDRLEN) {
+            overflow_ = true;
+            return;
+        }
+        nlattr a{};
+        a.nla_len = static_cast<uint16_t>(NLA_HDRLEN + len);
+        a.nla_type = type;
+        append(&a, sizeof a);
+        append(data, len);
+    }
+
+    void add_u32(uint16_t type, uint32_t value) { add_attr(type, &value, sizeof value); }
+
+    bool overflowed() const { return overflow_; }
+    // Stamps length and sequence number into the header; returns the bytes.
+    const uint8_t* finish(uint32_t seq) {
+        nlmsghdr h;
+        std::memcpy(&h, buf_.data(), sizeof h);
+        h.nlmsg_len = static_cast<uint32_t>(len_);
+        h.nlmsg_seq = seq;
+        std::memcpy(buf_.data(), &h, sizeof h);
+        return buf_.data();
+    }
+    size_t size() const { return len_; }
+
+private:
+    // Appends `len` bytes and pads to the 4-byte netlink alignment.
+    void append(const void* data, size_t len) {
+        const size_t padded = NLMSG_ALIGN(len);
+        if (overflow_ || padded > buf_.size() - len_) {
+            overflow_ = true;
+            return;
+        }
+        std::memcpy(buf_.data() + len_, data, len);
+        std::memset(buf_.data() + len_ + len, 0, padded - len);
+        len_ += padded;
+    }
+
+    std::array<uint8_t, 256> buf_{};  // our largest request is under 100 bytes
+    size_t len_ = 0;
+    bool overflow_ = false;
+};
+
+// The payload of the first attribute of `type` in [p, p + n), walking
+// nlattr/rtattr headers (same layout) without trusting any length.
+std::optional<ByteView> find_attr(const uint8_t* p, size_t n, uint16_t type) {
+    size_t off = 0;  // invariant: off <= n
+    while (n - off >= NLA_HDRLEN) {
+        nlattr a;
+        std::memcpy(&a, p + off, sizeof a);
+        if (a.nla_len < NLA_HDRLEN || a.nla_len > n - off) break;
+        if ((a.nla_type & NLA_TYPE_MASK) == type) {
+            return ByteView(p + off + NLA_HDRLEN, a.nla_len - NLA_HDRLEN);
+        }
+        const size_t step = NLA_ALIGN(a.nla_len);
+        if (step > n - off) break;
+        off += step;
+    }
+    return std::nullopt;
+}
+
+std::optional<ByteView> find_attr(ByteView v, uint16_t type) { return find_attr(v.data, v.size, type); }
+
+// The attributes of a message whose family header is `header_size` bytes.
+ByteView message_attrs(const uint8_t* msg, size_t len, size_t header_size) {
+    const size_t start = NLMSG_HDRLEN + NLMSG_ALIGN(header_size);
+    return start <= len ? ByteView(msg + start, len - start) : ByteView();
+}
+
+// The kernel's verdict on one request: 0 or an errno, and the text the
+// kernel attached to an error (extended ack), if any.
+struct NlAck {
+    int error = 0;
+    std::string kernel_message;
+};
+
+// Decodes one NLMSG_ERROR message of `len` bytes (an ack when error == 0).
+std::optional<NlAck> decode_ack(const uint8_t* msg, size_t len, uint16_t flags) {
+    if (len < NLMSG_HDRLEN + sizeof(nlmsgerr)) return std::nullopt;
+    nlmsgerr e;
+    std::memcpy(&e, msg + NLMSG_HDRLEN, sizeof e);
+    NlAck ack;
+    ack.error = e.error < 0 ? -e.error : e.error;
+    if (ack.error == 0 || !(flags & NLM_F_ACK_TLVS)) return ack;
+    // The TLVs follow the echoed request, which is only its header when capped.
+    size_t echoed = 0;
+    if (!(flags & NLM_F_CAPPED) && e.msg.nlmsg_len >= NLMSG_HDRLEN) {
+        echoed = e.msg.nlmsg_len - NLMSG_HDRLEN;
+    }
+    const size_t tlv = NLMSG_HDRLEN + NLMSG_ALIGN(sizeof(nlmsgerr) + echoed);
+    if (tlv >= len) return ack;
+    if (auto text = find_attr(msg + tlv, len - tlv, NLMSGERR_ATTR_MSG)) {
+        const char* s = reinterpret_cast<const char*>(text->data);
+        ack.kernel_message.assign(s, strnlen(s, text->size));
+    }
+    return ack;
+}
+
+// Walks one received datagram: messages answering `seq` go to on_reply,
+// and the ack that ends the exchange is returned when present.
+template <class OnReply>
+std::optional<NlAck> scan_datagram(const uint8_t* p, size_t n, uint32_t seq, OnReply& on_reply) {
+    size_t off = 0;  // invariant: off <= n
+    while (n - off >= NLMSG_HDRLEN) {
+        nlmsghdr h;
+        std::memcpy(&h, p + off, sizeof h);
+        if (h.nlmsg_len < NLMSG_HDRLEN || h.nlmsg_len > n - off) break;
+        if (h.nlmsg_seq == seq) {
+            if (h.nlmsg_type == NLMSG_ERROR) return decode_ack(p + off, h.nlmsg_len, h.nlmsg_flags);
+            on_reply(p + off, static_cast<size_t>(h.nlmsg_len), h.nlmsg_type);
+        }
+        const size_t step = NLMSG_ALIGN(h.nlmsg_len);
+        if (step > n - off) break;
+        off += step;
+    }
+    return std::nullopt;
+}
+
+// A NETLINK_ROUTE socket that sends one request at a time and waits for its
+// ack. Requests always carry NLM_F_ACK, so every exchange ends with one.
+class Rtnl {
+public:
+    static Result<Rtnl> open() {
+        UniqueFd fd(::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
+        if (fd.get() < 0) {
+            const int err = errno;
+            return sys_error("creating a NETLINK_ROUTE socket", err);
+        }
+        // Bound the wait so a lost ack cannot hang the caller forever.
+        timeval tv{};
+        tv.tv_sec = 5;
+        if (::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) < 0) {
+            const int err = errno;
+            return sys_error("setting SO_RCVTIMEO on the NETLINK_ROUTE socket", err);
+        }
+        // Optional: CAP_ACK (Linux 4.3) keeps error acks small, EXT_ACK (4.12)
+        // adds the kernel's own explanation. Older kernels just lack the text.
+        const int one = 1;
+        (void)::setsockopt(fd.get(), SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof one);
+        (void)::setsockopt(fd.get(), SOL_NETLINK, NETLINK_EXT_ACK, &one, sizeof one);
+        Rtnl r;
+        r.fd_ = std::move(fd);
+        r.rx_.resize(kRxSize);
+        return r;
+    }
+
+    // Sends `req` and returns the kernel's verdict; replies to it (a GET's
+    // answer) are passed to on_reply(msg, len, type). `what` names the
+    // operation in error messages.
+    template <class OnReply>
+    Result<NlAck> transact(NlRequest& req, const std::string& what, OnReply&& on_reply) {
+        if (req.overflowed()) {
+            return Status::error(Errc::invalid_argument, what + ": netlink request too large");
+        }
+        const uint32_t seq = ++seq_;
+        if (Status s = send(req.finish(seq), req.size(), what); !s) return s;
+        return wait_ack(seq, what, on_reply);
+    }
+
+    Result<NlAck> transact(NlRequest& req, const std::string& what) {
+        return transact(req, what, [](const uint8_t*, size_t, uint16_t) {});
+    }
+
+private:
+    // A link dump with IFLA_AF_SPEC is a few KiB; leave ample room.
+    static constexpr size_t kRxSize = 32768;
+
+    Status send(const uint8_t* data, size_t len, const std::string& what) {
+        sockaddr_nl kernel{};
+        kernel.nl_family = AF_NETLINK;  // nl_pid 0: the kernel
+        for (;;) {
+            const ssize_t n = ::sendto(fd_.get(), data, len, 0,
+                                       reinterpret_cast<const sockaddr*>(&kernel), sizeof kernel);
+            const int err = n < 0 ? errno : EMSGSIZE;  // a short send cannot happen on netlink
+            if (n == static_cast<ssize_t>(len)) return {};
+            if (err == EINTR) continue;
+            return sys_error(what + " (netlink send)", err);
+        }
+    }
+
+    template <class OnReply>
+    Result<NlAck> wait_ack(uint32_t seq, const std::string& what, OnReply& on_reply) {
+        for (;;) {
+            sockaddr_nl from{};
+            socklen_t from_len = sizeof from;
+            // MSG_TRUNC: n is the datagram's real size, so truncation is visible.
+            const ssize_t n = ::recvfrom(fd_.get(), rx_.data(), rx_.size(), MSG_TRUNC,
+                                         reinterpret_cast<sockaddr*>(&from), &from_len);
+            const int err = n < 0 ? errno : 0;
+            if (err == EINTR) continue;
+            if (err == EAGAIN || err == EWOULDBLOCK) {
+                return sys_error(what + " (netlink)", ETIMEDOUT, "the kernel did not answer in 5 s");
+            }
+            if (err != 0) return sys_error(what + " (netlink receive)", err);
+            if (static_cast<size_t>(n) > rx_.size()) {
+                return sys_error(what + " (netlink receive)", EMSGSIZE, "reply larger than the buffer");
+            }
+            if (from.nl_pid != 0) continue;  // only the kernel's answers count
+            if (auto ack = scan_datagram(rx_.data(), static_cast<size_t>(n), seq, on_reply)) {
+                return *ack;
+            }
+        }
+    }
+
+    UniqueFd fd_;
+    uint32_t seq_ = 0;
+    std::vector<uint8_t> rx_;
+};
+
+// "<what>: <errno text> — <hint>; kernel: <extended ack>".
+Status ack_error(const std::string& what, const NlAck& ack, std::string hint) {
+    if (!ack.kernel_message.empty()) {
+        hint += (hint.empty() ? "kernel: " : "; kernel: ") + ack.kernel_message;
+    }
+    return sys_error(what, ack.error, hint);
+}
+
+std::string address_hint(Family family, int err, const std::string& name) {
+    if (err == EPERM) return kNeedCapNetAdmin;
+    if (family == Family::v6 && err == EACCES) {
+        return "IPv6 is disabled on " + name + " (sysctl net.ipv6.conf." + name +
+               ".disable_ipv6 or net.ipv6.conf.default.disable_ipv6)";
+    }
+    if (family == Family::v6 && (err == EAFNOSUPPORT || err == EOPNOTSUPP)) {
+        return "this kernel has no IPv6 (booted with ipv6.disable=1?)";
+    }
+    return {};
+}
+
+std::string describe_address(const IpAddr& local, const std::optional<IpAddr>& peer) {
+    return to_string(local) + (peer ? " peer " + to_string(*peer) : std::string());
+}
+
+// Adds `local` as a point-to-point address towards `peer` (IFA_LOCAL =
+// local, IFA_ADDRESS = peer, /32 or /128), which makes the kernel route the
+// peer address into the TUN for both families; without a peer, `local`
+// alone with a host prefix. IPv6 skips duplicate address detection
+// (IFA_F_NODAD): the address is usable at once instead of "tentative" for
+// a second. NLM_F_REPLACE makes re-adding to a persistent device a no-op.
+Status add_address(Rtnl& rtnl, int ifindex, const std::string& name, const IpAddr& local,
+                   const std::optional<IpAddr>& peer) {
+    const bool v6 = local.family == Family::v6;
+    ifaddrmsg ifa{};
+    ifa.ifa_family = static_cast<uint8_t>(v6 ? AF_INET6 : AF_INET);
+    ifa.ifa_prefixlen = static_cast<uint8_t>(v6 ? 128 : 32);
+    ifa.ifa_flags = static_cast<uint8_t>(v6 ? IFA_F_NODAD : 0);
+    ifa.ifa_scope = RT_SCOPE_UNIVERSE;
+    ifa.ifa_index = static_cast<uint32_t>(ifindex);
+
+    NlRequest req(RTM_NEWADDR, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE);
+    req.add_header(ifa);
+    req.add_attr(IFA_LOCAL, local.bytes.data(), local.size());
+    const IpAddr& address = peer ? *peer : local;
+    req.add_attr(IFA_ADDRESS, address.bytes.data(), address.size());
+
+    const std::string what = "adding " + describe_address(local, peer) + " to " + name +
+                             " (RTM_NEWADDR)";
+    Result<NlAck> ack = rtnl.transact(req, what);
+    if (!ack) return ack.status();
+    if (ack->error == 0) return {};
+    return ack_error(what, *ack, address_hint(local.family, ack->error, name));
+}
+
+// What the kernel's route lookup says about one destination.
+struct RouteLookup {
+    int error = 0;               // non-zero: no route (ENETUNREACH, ...)
+    uint8_t type = RTN_UNSPEC;   // RTN_LOCAL for our own addresses
+    uint32_t oif = 0;            // outgoing interface
+};
+
+// RTM_GETROUTE for `dst`: the kernel's own lookup, as `ip route get` does.
+Result<RouteLookup> lookup_route(Rtnl& rtnl, const IpAddr& dst) {
+    const bool v6 = dst.family == Family::v6;
+    rtmsg rtm{};
+    rtm.rtm_family = static_cast<uint8_t>(v6 ? AF_INET6 : AF_INET);
+    rtm.rtm_dst_len = static_cast<uint8_t>(v6 ? 128 : 32);
+    NlRequest req(RTM_GETROUTE, NLM_F_REQUEST | NLM_F_ACK);
+    req.add_header(rtm);
+    req.add_attr(RTA_DST, dst.bytes.data(), dst.size());
+
+    RouteLookup out;
+    auto on_reply = [&out](const uint8_t* msg, size_t len, uint16_t type) {
+        if (type != RTM_NEWROUTE || len < NLMSG_HDRLEN + sizeof(rtmsg)) return;
+        rtmsg r;
+        std::memcpy(&r, msg + NLMSG_HDRLEN, sizeof r);
+        out.type = r.rtm_type;
+        auto oif = find_attr(message_attrs(msg, len, sizeof(rtmsg)), RTA_OIF);
+        if (oif && oif->size >= sizeof(uint32_t)) std::memcpy(&out.oif, oif->data, sizeof out.oif);
+    };
+    Result<NlAck> ack = rtnl.transact(req, "looking up the route to " + to_string(dst), on_reply);
+    if (!ack) return ack.status();
+    out.error = ack->error;
+    return out;
+}
+
+// How long open() waits for a new IPv6 address to become routable.
+constexpr int kReadyPolls = 2000;
+constexpr long kReadyPollNanos = 1000000;  // 1 ms: 2 s in all
+
+// The kernel inserts the local and the peer route of a new IPv6 address
+// from its DAD worker a moment after acking RTM_NEWADDR, IFA_F_NODAD or not
+// (without the wait, ~20% of sends right after open() failed with
+// ENETUNREACH in testing). Polls the kernel's own lookups until `local` is
+// local and `peer` leaves through the TUN, so the device is ready to use
+// when open() returns.
+Status wait_until_routed(Rtnl& rtnl, int ifindex, const std::string& name, const IpAddr& local,
+                         const std::optional<IpAddr>& peer) {
+    RouteLookup l, p;
+    for (int i = 0; i < kReadyPolls; ++i) {
+        Result<RouteLookup> lr = lookup_route(rtnl, local);
+        if (!lr) return lr.status();
+        l = *lr;
+        bool ready = l.error == 0 && l.type == RTN_LOCAL;
+        if (ready && peer) {
+            Result<RouteLookup> pr = lookup_route(rtnl, *peer);
+            if (!pr) return pr.status();
+            p = *pr;
+            ready = p.error == 0 && p.oif == static_cast<uint32_t>(ifindex);
+        }
+        if (ready) return {};
+        timespec ts{0, kReadyPollNanos};
+        ::nanosleep(&ts, nullptr);
+    }
+    std::string msg = "waiting for " + describe_address(local, peer) + " on " + name +
+                      " to become routable: after 2 s ";
+    if (l.type != RTN_LOCAL) {
+        msg += to_string(local) + " is still not a local address";
+    } else if (p.error != 0) {
+        msg += "the kernel has no route to " + to_string(*peer) + " (" + errno_text(p.error) + ")";
+    } else {
+        msg += to_string(*peer) + " is routed via ifindex " + std::to_string(p.oif) +
+               ", not " + name;
+    }
+    msg += " \u2014 check for a conflicting route or rule (ip -6 route get ADDRESS)";
+    return Status::error(Errc::system, std::move(msg), ETIMEDOUT);
+}
+
+// What the link info of a device says about it as a TUN device.
+struct TunLinkInfo {
+    bool is_tun = false;     // IFLA_INFO_KIND is "tun" (TUN or TAP)
+    std::optional<bool> pi;  // IFLA_TUN_PI (Linux 4.15); unset on older kernels
+};
+
+// Reads the link info of `ifindex`. Needed because TUNGETIFF cannot tell
+// whether packets carry packet information: it reports IFF_NOFILTER in the
+// same bit as IFF_NO_PI.
+Result<TunLinkInfo> tun_link_info(Rtnl& rtnl, int ifindex, const std::string& what) {
+    ifinfomsg ifi{};
+    ifi.ifi_family = AF_UNSPEC;
+    ifi.ifi_index = ifindex;
+    NlRequest req(RTM_GETLINK, NLM_F_REQUEST | NLM_F_ACK);
+    req.add_header(ifi);
+    req.add_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
+
+    TunLinkInfo out;
+    auto on_reply = [&out](const uint8_t* msg, size_t len, uint16_t type) {
+        if (type != RTM_NEWLINK) return;
+        auto info = find_attr(message_attrs(msg, len, sizeof(ifinfomsg)), IFLA_LINKINFO);
+        if (!info) return;
+        auto kind = find_attr(*info, IFLA_INFO_KIND);
+        auto data = find_attr(*info, IFLA_INFO_DATA);
+        if (!kind || kind->size < 3 || std::memcmp(kind->data, "tun", 3) != 0) return;
+        out.is_tun = true;
+        auto flag = data ? find_attr(*data, IFLA_TUN_PI) : std::nullopt;
+        if (flag && flag->size >= 1) out.pi = flag->data[0] != 0;
+    };
+    Result<NlAck> ack = rtnl.transact(req, what + " (RTM_GETLINK)", on_reply);
+    if (!ack) return ack.status();
+    if (ack->error != 0) return ack_error(what + " (RTM_GETLINK)", *ack, {});
+    return out;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Tun
+// ---------------------------------------------------------------------------
+
+Tun::~Tun() { close_all(); }
+
+Tun::Tun(Tun&& o) noexcept
+    : name_(std::move(o.name_)), ifindex_(o.ifindex_), fds_(std::move(o.fds_)) {
+    o.fds_.clear();
+    o.name_.clear();
+    o.ifindex_ = 0;
+}
+
+Tun& Tun::operator=(Tun&& o) noexcept {
+    if (this != &o) {
+        close_all();
+        name_ = std::move(o.name_);
+        ifindex_ = o.ifindex_;
+        fds_ = std::move(o.fds_);
+        o.fds_.clear();
+        o.name_.clear();
+        o.ifindex_ = 0;
+    }
+    return *this;
+}
+
+void Tun::close_all() {
+    // A non-persistent device disappears with its last queue fd.
+    for (int fd : fds_) {
+        if (fd >= 0) ::close(fd);
+    }
+    fds_.clear();
+    name_.clear();
+    ifindex_ = 0;
+}
+
+// Steps in order: validate, open every queue, MTU, link up, addresses.
+// Up comes before the addresses because Linux installs the route to an
+// IPv6 peer only for an address added to an up link. Each opened fd moves
+// into `tun` at once, so any early return closes them all and the kernel
+// removes the half-configured device.
+Result<Tun> Tun::open(const TunConfig& config) {
+    if (Status s = validate(config); !s) return s;
+
+    Tun tun;
+    std::string name = config.name;
+    const bool multi_queue = config.queues > 1;
+    tun.fds_.reserve(config.queues);
+    for (uint32_t q = 0; q < config.queues; ++q) {
+        // Queue 0 may let the kernel pick; the rest attach to the name it gave.
+        Result<UniqueFd> fd = open_queue(name, multi_queue);
+        if (!fd) return fd.status();
+        tun.fds_.push_back(fd->release());
+    }
+    tun.name_ = name;
+
+    Result<UniqueFd> sock = control_socket();
+    if (!sock) return sock.status();
+    Result<int> ifindex = query_ifindex(sock->get(), name);
+    if (!ifindex) return ifindex.status();
+    tun.ifindex_ = *ifindex;
+
+    if (Status s = set_mtu(sock->get(), name, config.mtu); !s) return s;
+    if (config.up) {
+        if (Status s = bring_up(sock->get(), name); !s) return s;
+    }
+    if (!config.local_v4 && !config.local_v6) return tun;
+
+    Result<Rtnl> rtnl = Rtnl::open();
+    if (!rtnl) return rtnl.status();
+    if (config.local_v4) {
+        Status s = add_address(*rtnl, tun.ifindex_, name, *config.local_v4, config.peer_v4);
+        if (!s) return s;
+    }
+    if (config.local_v6) {
+        Status s = add_address(*rtnl, tun.ifindex_, name, *config.local_v6, config.peer_v6);
+        if (!s) return s;
+        // A down link has no routes to wait for; validate() refused a peer there.
+        if (config.up) {
+            s = wait_until_routed(*rtnl, tun.ifindex_, name, *config.local_v6, config.peer_v6);
+            if (!s) return s;
+        }
+    }
+    return tun;
+}
+
+// Checks everything before changing anything: on error the fd is left open,
+// unmodified and still the caller's; on success the Tun owns it. O_NONBLOCK
+// is set on the open file description, shared with any fd duplicated from it.
+Result<Tun> Tun::adopt(int fd) {
+    const std::string what = "adopting fd " + std::to_string(fd);
+    if (fd < 0) return invalid(what + ": not a file descriptor");
+
+    ifreq ifr;
+    std::memset(&ifr, 0, sizeof ifr);
+    if (::ioctl(fd, TUNGETIFF, &ifr) < 0) {
+        const int err = errno;
+        if (err == EBADF) return sys_error(what + " (TUNGETIFF)", err, "the fd is not open");
+        return sys_error(what + " (TUNGETIFF)", err,
+                         "not a TUN device fd, or one not yet attached with TUNSETIFF");
+    }
+    const std::string name(ifr.ifr_name, strnlen(ifr.ifr_name, IFNAMSIZ));
+    if (!(ifr.ifr_flags & IFF_TUN)) {
+        return invalid(what + ": " + name + " is a TAP device; an IP-level TUN device is needed");
+    }
+
+    Result<UniqueFd> sock = control_socket();
+    if (!sock) return sock.status();
+    int ifindex = 0;
+    if (Result<int> idx = query_ifindex(sock->get(), name)) {
+        ifindex = *idx;
+    } else if (idx.status().sys_errno() != ENODEV) {
+        return idx.status();
+    }  // ENODEV: the device lives in another network namespace; ifindex stays 0.
+
+    if (ifindex != 0) {
+        Result<Rtnl> rtnl = Rtnl::open();
+        if (!rtnl) return rtnl.status();
+        Result<TunLinkInfo> info = tun_link_info(*rtnl, ifindex, what);
+        if (!info) return info.status();
+        if (info->pi.value_or(false)) {
+            return invalid(what + ": " + name +
+                           " was opened without IFF_NO_PI, so packets carry a 4-byte prefix; "
+                           "open it with IFF_TUN | IFF_NO_PI");
+        }
+        // Not a TUN device here: a namesake of a device in another namespace.
+        if (!info->is_tun) ifindex = 0;
+    }
+
+    const int flags = ::fcntl(fd, F_GETFL);
+    if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+        const int err = errno;
+        return sys_error(what + ": setting O_NONBLOCK (fcntl)", err);
+    }
+
+    Tun tun;
+    tun.name_ = name;
+    tun.ifindex_ = ifindex;
+    tun.fds_.push_back(fd);
+    return tun;
+}
+
+// The hot path: one syscall per packet, no allocation. An out-of-range
+// queue gives -EINVAL rather than reading past fds_.
+long Tun::read(size_t queue, uint8_t* buf, size_t cap) const {
+    if (queue >= fds_.size()) return -EINVAL;
+    for (;;) {
+        const ssize_t n = ::read(fds_[queue], buf, cap);
+        if (n >= 0) return static_cast<long>(n);
+        if (errno != EINTR) return -errno;
+    }
+}
+
+long Tun::write(size_t queue, const uint8_t* data, size_t len) const {
+    if (queue >= fds_.size()) return -EINVAL;
+    for (;;) {
+        const ssize_t n = ::write(fds_[queue], data, len);
+        if (n >= 0) return static_cast<long>(n);
+        if (errno != EINTR) return -errno;
+    }
+}
+
+}  // namespace faketcp
