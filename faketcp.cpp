@@ -1007,19 +1007,45 @@ struct Stack::Impl {
         std::make_heap(timers.begin(), timers.end(), std::greater<TimerEntry>());
     }
 
-    std::optional<TimePoint> next_deadline() const {
-        // Stale entries may surface early; on_timer() then simply finds nothing due.
+    // Exact: entries whose connection is gone or whose timer moved later are
+    // settled first, so the reactor never wakes for nothing.
+    std::optional<TimePoint> next_deadline() {
+        settle_timer_top();
         if (timers.empty()) return std::nullopt;
         return timers.front().when;
+    }
+
+    void pop_timer() {
+        std::pop_heap(timers.begin(), timers.end(), std::greater<TimerEntry>());
+        timers.pop_back();
+    }
+
+    // The live connection a heap entry still stands for, or nullptr if stale.
+    Conn* timer_owner(const TimerEntry& e) {
+        Conn* c = table.resolve(ConnId{e.slot, e.generation});
+        if (!c || c->slot != SlotState::live || c->timer_queued != e.when) return nullptr;
+        return c;
+    }
+
+    void settle_timer_top() {
+        while (!timers.empty()) {
+            TimerEntry e = timers.front();
+            Conn* c = timer_owner(e);
+            if (c && c->timer() <= e.when) return;  // a real deadline
+            pop_timer();
+            if (c) {  // its timer moved later (or away): requeue at the real time
+                c->timer_queued = kNever;
+                schedule(*c);
+            }
+        }
     }
 
     void on_timer(TimePoint now) {
         while (!timers.empty() && timers.front().when <= now) {
             TimerEntry e = timers.front();
-            std::pop_heap(timers.begin(), timers.end(), std::greater<TimerEntry>());
-            timers.pop_back();
-            Conn* c = table.resolve(ConnId{e.slot, e.generation});
-            if (!c || c->slot != SlotState::live || c->timer_queued != e.when) continue;
+            pop_timer();
+            Conn* c = timer_owner(e);
+            if (!c) continue;
             c->timer_queued = kNever;
             fire_timers(*c, now);
             if (c->slot == SlotState::live) schedule(*c);
