@@ -114,6 +114,20 @@ demo: $(BUILD)/faketcp
 	@$(MAKE) --no-print-directory deps
 	bash netns-tests/demo.sh $(BUILD)/faketcp
 
+# The benchmark (root, under 5 minutes): tunnel vs plain UDP over the netns suite's
+# topology, in one run. Its own load generator/sink and the malloc-counting shim.
+.PHONY: bench
+$(BUILD)/udpgen: netns-tests/bench/udpgen.cpp | $(BUILD)
+	$(CXX) $(ALLFLAGS) -o $@ $<
+
+$(BUILD)/alloccount.so: netns-tests/bench/alloccount.c | $(BUILD)
+	$(CC) -O2 -g -Wall -Wextra -Werror -fPIC -shared -o $@ $<
+
+bench: $(BUILD)/faketcp $(BUILD)/udpgen $(BUILD)/alloccount.so
+	@if [ "$(IS_ROOT)" != yes ]; then echo "make bench needs root (network namespaces, TUN): run 'sudo make bench'" >&2; exit 1; fi
+	@$(MAKE) --no-print-directory deps
+	bash netns-tests/bench/bench.sh $(BUILD)/faketcp $(BUILD)/udpgen $(BUILD)/alloccount.so
+
 $(BUILD)/fuzz/%: test/fuzz/%.cpp $(LIB_SRCS) $(LIB_HDRS)
 	@mkdir -p $(BUILD)/fuzz
 	clang++ $(FUZZ_FLAGS) -I. -o $@ $< $(LIB_SRCS)

@@ -197,6 +197,8 @@ std::optional<IpAddr> parse_ip(std::string_view text) {
     // inet_pton needs a NUL-terminated string; addresses are short.
     char buf[INET6_ADDRSTRLEN + 1];
     if (text.empty() || text.size() >= sizeof buf) return std::nullopt;
+    // inet_pton would stop at an embedded NUL and accept what follows it.
+    if (std::memchr(text.data(), '\0', text.size())) return std::nullopt;
     std::memcpy(buf, text.data(), text.size());
     buf[text.size()] = '\0';
     IpAddr ip;
@@ -1651,11 +1653,408 @@ Status Reactor::run_once(Duration max_wait) {
 }
 
 // ===========================================================================
+// 6b. Device offload: virtio-net headers, GSO coalesce (tx), GRO split (rx).
+// Pure functions over buffers, declared in faketcp.h (namespace offload);
+// they reuse the wire section's byte and checksum helpers. The driver
+// (section 7) and tun.cpp are their only users.
+// ===========================================================================
+//
+// Conventions, checked against Linux (include/linux/virtio_net.h,
+// net/ipv4/tcp_offload.c, net/ipv4/af_inet.c) and wireguard-go's tun/:
+//  - NEEDS_CSUM is CHECKSUM_PARTIAL: the device sums the bytes from
+//    csum_start to the end, seeded with what the checksum field holds, and
+//    stores the complement at csum_start + csum_offset. So the field holds
+//    the folded, NOT complemented, pseudo-header sum (addresses, protocol 6,
+//    TCP length). In a super-packet that length is the whole super-packet's
+//    TCP length: tcp_gso_segment() shifts the partial sum of each segment by
+//    (segment length - whole length), and the kernel's own TSO packets carry
+//    the same value (~tcp_v4_check(skb->len, saddr, daddr, 0)).
+//  - virtio_net_hdr_to_skb() needs csum_offset 16 for TCP GSO, and
+//    tcp_gso_segment() refuses a GSO skb whose payload is <= gso_size, so a
+//    run has at least two segments and always sets NEEDS_CSUM with
+//    csum_start = the IP header length.
+//  - IPv4 ID: inet_gso_segment() gives segment k the ID first + k unless the
+//    skb is SKB_GSO_TCP_FIXEDID, which a virtio-net header cannot express.
+//    So segments of a super-packet leave with IDs 0, 1, 2, ... instead of all
+//    0. Harmless: with DF set the datagrams are atomic, RFC 6864 lets their ID
+//    be any value, and phantun, conntrack and NAT ignore it. On receive every
+//    segment keeps the super-packet's ID (GRO of fixed-ID DF traffic records
+//    FIXEDID; the Stack ignores the ID).
+
+namespace offload {
+
+namespace {
+
+constexpr uint8_t kPsh = 0x08;
+constexpr uint8_t kCwr = 0x80;
+constexpr uint8_t kTcpOffset5 = 0x50;  // data offset 5, reserved bits 0
+
+// The TCP pseudo-header sum for `tcp_len` bytes, addresses read from the IP
+// header at `ip` (IPv4 when !v6).
+uint64_t pseudo_sum(const uint8_t* ip, bool v6, size_t tcp_len) {
+    uint8_t tail[8];
+    if (!v6) {
+        const uint64_t acc = csum_add(0, ip + kV4Src, 8);
+        tail[0] = 0;
+        tail[1] = kProtoTcp;
+        store16(tail + 2, static_cast<uint16_t>(tcp_len));
+        return csum_add(acc, tail, 4);
+    }
+    const uint64_t acc = csum_add(0, ip + kV6Src, 32);
+    store32(tail, static_cast<uint32_t>(tcp_len));
+    tail[4] = tail[5] = tail[6] = 0;
+    tail[7] = kProtoTcp;
+    return csum_add(acc, tail, 8);
+}
+
+void set_ipv4_checksum(uint8_t* ip) {
+    store16(ip + kV4Checksum, 0);
+    const uint16_t sum = static_cast<uint16_t>(~csum_fold(csum_add(0, ip, kIpv4HeaderLen)));
+    std::memcpy(ip + kV4Checksum, &sum, 2);
+}
+
+// The full TCP checksum of the `tcp_len` bytes after the IP header at `ip`.
+void set_tcp_checksum(uint8_t* ip, size_t ip_len, size_t tcp_len) {
+    uint8_t* t = ip + ip_len;
+    store16(t + kTcpChecksum, 0);
+    const uint64_t acc = pseudo_sum(ip, ip_len == kIpv6HeaderLen, tcp_len);
+    const uint16_t sum = static_cast<uint16_t>(~csum_fold(csum_add(acc, t, tcp_len)));
+    std::memcpy(t + kTcpChecksum, &sum, 2);
+}
+
+// What gso_run() needs to know of one packet; ip_len 0: it cannot be in a run.
+struct TxShape {
+    size_t ip_len = 0;
+    size_t payload = 0;
+    uint32_t seq = 0;
+};
+
+TxShape tx_shape(ByteView p) {
+    TxShape s;
+    if (p.data == nullptr || p.size < kIpv4HeaderLen + kTcpHeaderLen) return s;
+    const uint8_t* b = p.data;
+    size_t ip_len = 0;
+    if (b[kV4VerIhl] == 0x45) {
+        if (load16(b + kV4TotalLen) != p.size) return s;
+        if (load16(b + kV4Frag) & (kIpv4FlagMf | kIpv4FragOffsetMask)) return s;
+        if (b[kV4Proto] != kProtoTcp) return s;
+        ip_len = kIpv4HeaderLen;
+    } else if ((b[0] >> 4) == 6) {
+        if (p.size < kIpv6HeaderLen + kTcpHeaderLen) return s;
+        if (kIpv6HeaderLen + load16(b + kV6PayloadLen) != p.size) return s;
+        if (b[kV6NextHeader] != kProtoTcp) return s;
+        ip_len = kIpv6HeaderLen;
+    } else {
+        return s;
+    }
+    const uint8_t* t = b + ip_len;
+    if (t[kTcpOffset] != kTcpOffset5 || t[kTcpFlags] != kAck) return s;
+    if (p.size == ip_len + kTcpHeaderLen) return s;  // no payload
+    s.ip_len = ip_len;
+    s.payload = p.size - ip_len - kTcpHeaderLen;
+    s.seq = load32(t + kTcpSeq);
+    return s;
+}
+
+// Every header byte equal but the IP lengths, the IPv4 header checksum, the
+// TCP seq and the TCP checksum.
+bool same_headers(const uint8_t* a, const uint8_t* b, size_t ip_len) {
+    if (ip_len == kIpv4HeaderLen) {
+        if (std::memcmp(a, b, kV4TotalLen) != 0 ||
+            std::memcmp(a + kV4Id, b + kV4Id, kV4Checksum - kV4Id) != 0 ||
+            std::memcmp(a + kV4Src, b + kV4Src, 8) != 0)
+            return false;
+    } else {
+        if (std::memcmp(a, b, kV6PayloadLen) != 0 ||
+            std::memcmp(a + kV6NextHeader, b + kV6NextHeader, kIpv6HeaderLen - kV6NextHeader) != 0)
+            return false;
+    }
+    const uint8_t* ta = a + ip_len;
+    const uint8_t* tb = b + ip_len;
+    return std::memcmp(ta, tb, kTcpSeq) == 0 &&
+           std::memcmp(ta + kTcpAck, tb + kTcpAck, kTcpChecksum - kTcpAck) == 0 &&
+           std::memcmp(ta + kTcpUrgent, tb + kTcpUrgent, 2) == 0;
+}
+
+}  // namespace
+
+void encode(const VnetHdr& h, uint8_t* out) {
+    out[0] = h.flags;
+    out[1] = h.gso_type;
+    std::memcpy(out + 2, &h.hdr_len, 2);
+    std::memcpy(out + 4, &h.gso_size, 2);
+    std::memcpy(out + 6, &h.csum_start, 2);
+    std::memcpy(out + 8, &h.csum_offset, 2);
+}
+
+VnetHdr decode(const uint8_t* in) {
+    VnetHdr h;
+    h.flags = in[0];
+    h.gso_type = in[1];
+    std::memcpy(&h.hdr_len, in + 2, 2);
+    std::memcpy(&h.gso_size, in + 4, 2);
+    std::memcpy(&h.csum_start, in + 6, 2);
+    std::memcpy(&h.csum_offset, in + 8, 2);
+    return h;
+}
+
+size_t gso_run(const ByteView* packets, size_t count) {
+    if (count == 0) return 0;
+    const TxShape first = tx_shape(packets[0]);
+    if (first.ip_len == 0) return 1;
+    size_t total = packets[0].size;
+    uint32_t next_seq = first.seq + static_cast<uint32_t>(first.payload);
+    const size_t limit = std::min(count, kMaxGsoSegments);
+    size_t n = 1;
+    while (n < limit) {
+        const TxShape s = tx_shape(packets[n]);
+        if (s.ip_len != first.ip_len) break;       // not coalescable, or the other family
+        if (s.payload > first.payload) break;      // segments are gso_size, the last may be shorter
+        if (s.seq != next_seq) break;              // the kernel advances seq by gso_size
+        if (total + s.payload > kMaxGsoPacket) break;
+        if (!same_headers(packets[0].data, packets[n].data, first.ip_len)) break;
+        total += s.payload;
+        next_seq += static_cast<uint32_t>(s.payload);
+        ++n;
+        if (s.payload < first.payload) break;      // a shorter segment ends the run
+    }
+    return n;
+}
+
+size_t gso_header(const ByteView* packets, size_t run, uint8_t* out) {
+    if (run < 2 || gso_run(packets, run) != run) return 0;
+    const TxShape first = tx_shape(packets[0]);
+    const size_t ip_len = first.ip_len;
+    const size_t hdr = ip_len + kTcpHeaderLen;
+    size_t total = hdr;
+    for (size_t i = 0; i < run; ++i) total += packets[i].size - hdr;
+
+    VnetHdr v;
+    v.flags = kNeedsCsum;
+    v.gso_type = ip_len == kIpv4HeaderLen ? kGsoTcpv4 : kGsoTcpv6;
+    v.hdr_len = static_cast<uint16_t>(hdr);
+    v.gso_size = static_cast<uint16_t>(first.payload);
+    v.csum_start = static_cast<uint16_t>(ip_len);
+    v.csum_offset = static_cast<uint16_t>(kTcpChecksum);
+    encode(v, out);
+
+    uint8_t* ip = out + kVnetHdrLen;
+    std::memcpy(ip, packets[0].data, hdr);
+    const size_t tcp_len = total - ip_len;
+    if (ip_len == kIpv4HeaderLen) {
+        store16(ip + kV4TotalLen, static_cast<uint16_t>(total));
+        set_ipv4_checksum(ip);
+    } else {
+        store16(ip + kV6PayloadLen, static_cast<uint16_t>(tcp_len));
+    }
+    // CHECKSUM_PARTIAL: the pseudo-header sum, folded, not complemented.
+    const uint16_t partial = csum_fold(pseudo_sum(ip, ip_len == kIpv6HeaderLen, tcp_len));
+    std::memcpy(ip + ip_len + kTcpChecksum, &partial, 2);
+    return kVnetHdrLen + hdr;
+}
+
+size_t coalesce(const ByteView* packets, size_t run, uint8_t* out, size_t cap) {
+    uint8_t hdr[kMaxGsoHeader];
+    const size_t hl = gso_header(packets, run, hdr);
+    if (hl == 0) return 0;
+    const size_t skip = hl - kVnetHdrLen;
+    size_t need = hl;
+    for (size_t i = 0; i < run; ++i) need += packets[i].size - skip;
+    if (need > cap) return 0;
+    std::memcpy(out, hdr, hl);
+    size_t pos = hl;
+    for (size_t i = 0; i < run; ++i) {
+        std::memcpy(out + pos, packets[i].data + skip, packets[i].size - skip);
+        pos += packets[i].size - skip;
+    }
+    return pos;
+}
+
+const char* to_string(RxDrop r) {
+    switch (r) {
+        case RxDrop::vnet_truncated: return "vnet_truncated";
+        case RxDrop::vnet_bad_flags: return "vnet_bad_flags";
+        case RxDrop::vnet_bad_gso_type: return "vnet_bad_gso_type";
+        case RxDrop::vnet_bad_gso_size: return "vnet_bad_gso_size";
+        case RxDrop::vnet_bad_csum: return "vnet_bad_csum";
+        case RxDrop::gso_family_mismatch: return "gso_family_mismatch";
+        case RxDrop::bad_ip_header: return "bad_ip_header";
+        case RxDrop::length_mismatch: return "length_mismatch";
+        case RxDrop::not_tcp: return "not_tcp";
+        case RxDrop::bad_tcp_header: return "bad_tcp_header";
+        case RxDrop::no_room: return "no_room";
+        case RxDrop::count_: break;
+    }
+    return "unknown";
+}
+
+size_t RxPacket::segment_size(size_t i) const {
+    if (kind != Kind::segments || i >= count) return 0;
+    const size_t payload = packet.size - header_len;
+    return header_len + std::min(gso_size, payload - i * gso_size);
+}
+
+RxPacket parse_rx(uint8_t* buf, size_t len) {
+    RxPacket rx;
+    auto drop = [&rx](RxDrop why) {
+        rx.kind = RxPacket::Kind::drop;
+        rx.drop = why;
+        return rx;
+    };
+    if (buf == nullptr || len < kVnetHdrLen) return drop(RxDrop::vnet_truncated);
+    const VnetHdr v = decode(buf);
+    uint8_t* p = buf + kVnetHdrLen;
+    const size_t n = len - kVnetHdrLen;
+    rx.packet = ByteView(p, n);
+
+    if (v.flags & ~(kNeedsCsum | kDataValid)) return drop(RxDrop::vnet_bad_flags);
+    const uint8_t gso = v.gso_type & static_cast<uint8_t>(~kGsoEcn);
+    if (v.gso_type != kGsoNone && gso != kGsoTcpv4 && gso != kGsoTcpv6)
+        return drop(RxDrop::vnet_bad_gso_type);
+    const bool needs_csum = (v.flags & kNeedsCsum) != 0;
+    if (v.gso_type == kGsoNone && !needs_csum) {
+        rx.kind = RxPacket::Kind::plain;  // nothing to do: the Stack checks it all
+        return rx;
+    }
+    if (v.gso_type != kGsoNone && v.gso_size == 0) return drop(RxDrop::vnet_bad_gso_size);
+
+    // Header lengths come from the packet; hdr_len is only the kernel's hint
+    // about its linear part (wireguard-go: "don't trust hdrLen").
+    if (n == 0) return drop(RxDrop::bad_ip_header);
+    const uint8_t version = p[0] >> 4;
+    if ((gso == kGsoTcpv4 && version != 4) || (gso == kGsoTcpv6 && version != 6))
+        return drop(RxDrop::gso_family_mismatch);
+    size_t ip_len = 0;
+    if (version == 4) {
+        if (n < kIpv4HeaderLen || p[kV4VerIhl] != 0x45) return drop(RxDrop::bad_ip_header);
+        if (load16(p + kV4TotalLen) != n) return drop(RxDrop::length_mismatch);
+        if (csum_fold(csum_add(0, p, kIpv4HeaderLen)) != 0xffff) return drop(RxDrop::bad_ip_header);
+        if (load16(p + kV4Frag) & (kIpv4FlagMf | kIpv4FragOffsetMask)) return drop(RxDrop::bad_ip_header);
+        if (p[kV4Proto] != kProtoTcp) return drop(RxDrop::not_tcp);
+        ip_len = kIpv4HeaderLen;
+    } else if (version == 6) {
+        if (n < kIpv6HeaderLen) return drop(RxDrop::bad_ip_header);
+        if (kIpv6HeaderLen + load16(p + kV6PayloadLen) != n) return drop(RxDrop::length_mismatch);
+        if (is_ipv6_extension_header(p[kV6NextHeader])) return drop(RxDrop::bad_ip_header);
+        if (p[kV6NextHeader] != kProtoTcp) return drop(RxDrop::not_tcp);
+        ip_len = kIpv6HeaderLen;
+    } else {
+        return drop(RxDrop::bad_ip_header);
+    }
+    if (n - ip_len < kTcpHeaderLen) return drop(RxDrop::bad_tcp_header);
+    const size_t tcp_hdr = static_cast<size_t>(p[ip_len + kTcpOffset] >> 4) * 4;
+    if (tcp_hdr < kTcpHeaderLen || tcp_hdr > n - ip_len) return drop(RxDrop::bad_tcp_header);
+    if (needs_csum && (v.csum_start != ip_len || v.csum_offset != kTcpChecksum))
+        return drop(RxDrop::vnet_bad_csum);
+
+    const size_t header_len = ip_len + tcp_hdr;
+    const size_t payload = n - header_len;
+    if (v.gso_type == kGsoNone || payload <= v.gso_size) {
+        // One segment: complete its checksum here, in full.
+        set_tcp_checksum(p, ip_len, n - ip_len);
+        rx.kind = RxPacket::Kind::plain;
+        rx.checksummed = true;
+        return rx;
+    }
+    rx.kind = RxPacket::Kind::segments;
+    rx.header_len = header_len;
+    rx.gso_size = v.gso_size;
+    rx.count = (payload + rx.gso_size - 1) / rx.gso_size;
+    return rx;
+}
+
+size_t rx_segment(const RxPacket& rx, size_t i, uint8_t* out) {
+    const size_t size = rx.segment_size(i);
+    if (size == 0) return 0;
+    const uint8_t* p = rx.packet.data;
+    const bool v6 = (p[0] >> 4) == 6;
+    const size_t ip_len = v6 ? kIpv6HeaderLen : kIpv4HeaderLen;
+    const size_t offset = i * rx.gso_size;
+    std::memcpy(out, p, rx.header_len);
+    std::memcpy(out + rx.header_len, p + rx.header_len + offset, size - rx.header_len);
+    const size_t tcp_len = size - ip_len;
+    if (v6) {
+        store16(out + kV6PayloadLen, static_cast<uint16_t>(tcp_len));
+    } else {
+        store16(out + kV4TotalLen, static_cast<uint16_t>(size));
+        set_ipv4_checksum(out);
+    }
+    uint8_t* t = out + ip_len;
+    store32(t + kTcpSeq, load32(p + ip_len + kTcpSeq) + static_cast<uint32_t>(offset));
+    uint8_t flags = t[kTcpFlags];
+    if (i + 1 < rx.count) flags = static_cast<uint8_t>(flags & ~(kFin | kPsh));
+    if (i > 0) flags = static_cast<uint8_t>(flags & ~kCwr);
+    t[kTcpFlags] = flags;
+    set_tcp_checksum(out, ip_len, tcp_len);
+    return size;
+}
+
+SplitResult split(uint8_t* buf, size_t len, uint8_t* out, size_t cap, ByteView* segs,
+                  size_t max_segs) {
+    SplitResult r;
+    const RxPacket rx = parse_rx(buf, len);
+    switch (rx.kind) {
+        case RxPacket::Kind::drop:
+            r.drop = rx.drop;
+            return r;
+        case RxPacket::Kind::plain:
+            if (max_segs < 1) {
+                r.drop = RxDrop::no_room;
+                return r;
+            }
+            segs[0] = rx.packet;
+            r.count = 1;
+            return r;
+        case RxPacket::Kind::segments: {
+            if (rx.count > max_segs) {
+                r.drop = RxDrop::no_room;
+                return r;
+            }
+            size_t pos = 0;
+            for (size_t i = 0; i < rx.count; ++i) {
+                const size_t size = rx.segment_size(i);
+                if (cap - pos < size) {
+                    r.drop = RxDrop::no_room;
+                    return r;
+                }
+                rx_segment(rx, i, out + pos);
+                segs[i] = ByteView(out + pos, size);
+                pos += size;
+            }
+            r.count = rx.count;
+            return r;
+        }
+    }
+    return r;
+}
+
+}  // namespace offload
+
+// ===========================================================================
 // 7. StackDriver: TUN reads -> Stack -> events -> application; tx -> TUN.
 // ===========================================================================
 
+namespace {
+// With offload, reads are packed one after another into rx_, each with room
+// for the largest super-packet the kernel hands over (gso_max_size, 64 KiB
+// unless an administrator raised it) after the vnet header.
+constexpr size_t kOffloadReadMax = offload::kVnetHdrLen + 65536;
+constexpr size_t kOffloadRxBytes = 4 * kOffloadReadMax;
+// Segments split from super-packets. One 64 KiB super-packet of small
+// segments can need more; it is then handed over in chunks.
+constexpr size_t kOffloadSegBytes = 2 * 65536;
+static_assert(kTxHeadroom >= offload::kVnetHdrLen, "a plain packet's vnet header goes in its headroom");
+}  // namespace
+
 StackDriver::StackDriver(Stack& stack, Tun& tun, StackHandler& handler)
     : stack_(stack), tun_(tun), handler_(handler) {
+    if (tun.vnet_hdr_len() != 0) {
+        rx_.assign(kOffloadRxBytes, 0);
+        seg_.assign(kOffloadSegBytes, 0);
+        tx_views_.assign(stack.config().tx_queue_capacity, ByteView());
+        gso_tx_ = true;
+        return;
+    }
     rx_stride_ = (size_t{stack.config().mtu} + 63) & ~size_t{63};
     rx_.assign(rx_stride_ * kReadBatch, 0);
 }
@@ -1678,6 +2077,10 @@ void StackDriver::on_readable(int fd, TimePoint now) {
     size_t queue = 0;
     while (queue < tun_.queue_count() && tun_.fd(queue) != fd) ++queue;
     if (queue == tun_.queue_count()) return;
+    if (tun_.vnet_hdr_len() != 0) {
+        read_offload(queue, now);
+        return;
+    }
     // A few batches per wakeup, then yield to the other fds (level-triggered
     // epoll brings us back if more is pending).
     for (int round = 0; round < 4; ++round) {
@@ -1693,6 +2096,60 @@ void StackDriver::on_readable(int fd, TimePoint now) {
             if (stack_.tx_full()) flush();
         }
         // Datagram events point into rx_: deliver them before reusing it.
+        dispatch_events();
+        if (got < kReadBatch) return;
+    }
+}
+
+// The offload twin of the loop above. Reads are packed into rx_ and
+// super-packets split into seg_; datagram events point into both, so pending
+// events are dispatched before either is reused from its start. The
+// super-packet being split stays put in rx_ meanwhile.
+void StackDriver::read_offload(size_t queue, TimePoint now) {
+    for (int round = 0; round < 4; ++round) {
+        size_t rx_used = 0;
+        size_t seg_used = 0;
+        size_t got = 0;
+        for (; got < kReadBatch; ++got) {
+            if (rx_.size() - rx_used < kOffloadReadMax) {
+                dispatch_events();
+                rx_used = seg_used = 0;
+            }
+            uint8_t* buf = rx_.data() + rx_used;
+            const long n = tun_.read(queue, buf, kOffloadReadMax);
+            if (n < 0) {
+                if (n != -EAGAIN && n != -EINTR) ++tun_read_errors_;
+                break;
+            }
+            rx_used += static_cast<size_t>(n);
+            const offload::RxPacket rx = offload::parse_rx(buf, static_cast<size_t>(n));
+            switch (rx.kind) {
+                case offload::RxPacket::Kind::drop:
+                    ++offload_stats_.rx_drops[static_cast<size_t>(rx.drop)];
+                    break;
+                case offload::RxPacket::Kind::plain:
+                    if (rx.checksummed) ++offload_stats_.csum_completed;
+                    stack_.on_packet(rx.packet, now);
+                    break;
+                case offload::RxPacket::Kind::segments:
+                    ++offload_stats_.gro_reads;
+                    offload_stats_.gro_segments += rx.count;
+                    for (size_t i = 0; i < rx.count; ++i) {
+                        const size_t size = rx.segment_size(i);
+                        if (seg_.size() - seg_used < size) {
+                            dispatch_events();  // events point into seg_: deliver before reuse
+                            seg_used = 0;
+                        }
+                        uint8_t* out = seg_.data() + seg_used;
+                        offload::rx_segment(rx, i, out);
+                        seg_used += size;
+                        stack_.on_packet(ByteView(out, size), now);
+                        if (stack_.tx_full()) flush();
+                    }
+                    break;
+            }
+            if (stack_.tx_full()) flush();
+        }
         dispatch_events();
         if (got < kReadBatch) return;
     }
@@ -1737,12 +2194,63 @@ Result<ConnId> StackDriver::connect(const Endpoint& remote, TimePoint now) {
 
 void StackDriver::flush() {
     size_t n = stack_.tx_count();
+    if (tun_.vnet_hdr_len() != 0) {
+        flush_offload(n);
+        stack_.tx_clear();
+        return;
+    }
     for (size_t i = 0; i < n; ++i) {
         ByteView p = stack_.tx_packet(i);
         long r = tun_.write(next_tx_queue_, p.data, p.size);
         if (r < 0) ++tun_write_errors_;  // ENOBUFS/EAGAIN: the datagram is lost, as with UDP
     }
     stack_.tx_clear();
+}
+
+// Packet i alone, behind an all-zero vnet header written into its headroom.
+long StackDriver::write_plain_vnet(size_t i) {
+    uint8_t* hdr = stack_.tx_packet_mutable(i) - offload::kVnetHdrLen;
+    std::memset(hdr, 0, offload::kVnetHdrLen);
+    return tun_.write(next_tx_queue_, hdr, offload::kVnetHdrLen + stack_.tx_packet(i).size);
+}
+
+// Runs of equal-size consecutive segments go out as one super-packet: a
+// gather write of the GSO header and the payloads where the Stack queued
+// them, so nothing is copied. The rest goes out alone.
+void StackDriver::flush_offload(size_t count) {
+    if (tx_views_.size() < count) tx_views_.resize(count);  // only if the queue outgrew its config
+    for (size_t i = 0; i < count; ++i) tx_views_[i] = stack_.tx_packet(i);
+    std::array<ByteView, offload::kMaxGsoSegments + 1> parts;
+    size_t i = 0;
+    while (i < count) {
+        const size_t run = gso_tx_ ? offload::gso_run(&tx_views_[i], count - i) : 1;
+        const size_t hl = run >= 2 ? offload::gso_header(&tx_views_[i], run, gso_hdr_.data()) : 0;
+        if (hl == 0) {
+            if (write_plain_vnet(i) < 0) ++tun_write_errors_;
+            ++i;
+            continue;
+        }
+        const size_t skip = hl - offload::kVnetHdrLen;  // IP + TCP header, the same in every packet
+        parts[0] = ByteView(gso_hdr_.data(), hl);
+        for (size_t k = 0; k < run; ++k) {
+            const ByteView& p = tx_views_[i + k];
+            parts[k + 1] = ByteView(p.data + skip, p.size - skip);
+        }
+        const long r = tun_.writev(next_tx_queue_, parts.data(), run + 1);
+        if (r == -EINVAL) {
+            // This kernel refuses our super-packets: one by one from now on.
+            ++offload_stats_.gso_rejected;
+            gso_tx_ = false;
+            for (size_t k = 0; k < run; ++k)
+                if (write_plain_vnet(i + k) < 0) ++tun_write_errors_;
+        } else if (r < 0) {
+            tun_write_errors_ += run;  // ENOBUFS/EAGAIN: the run is lost, as with UDP
+        } else {
+            ++offload_stats_.gso_writes;
+            offload_stats_.gso_segments += run;
+        }
+        i += run;
+    }
 }
 
 std::optional<TimePoint> StackDriver::next_deadline() const { return stack_.next_deadline(); }

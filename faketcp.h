@@ -366,6 +366,135 @@ private:
 };
 
 // ---------------------------------------------------------------------------
+// Device offload: virtio-net headers, GSO coalesce (tx), GRO split (rx)
+// ---------------------------------------------------------------------------
+//
+// With TUN offloads on (TunConfig::offload), one write may carry a TCP
+// "super-packet" that the kernel cuts into segments of gso_size payload bytes,
+// each seq advancing by gso_size: exactly fake TCP's rule. One read may
+// likewise carry many segments the kernel coalesced (GRO). These are pure
+// functions over buffers (faketcp.cpp, "device offload" section): no fd, no
+// clock, no allocation; table-tested and fuzzed without a device.
+namespace offload {
+
+// struct virtio_net_hdr (linux/virtio_net.h). The 16-bit fields are in the
+// host's byte order: legacy virtio, as TUN uses it without TUNSETVNETLE/BE.
+constexpr size_t kVnetHdrLen = 10;
+constexpr uint8_t kNeedsCsum = 1;  // VIRTIO_NET_HDR_F_NEEDS_CSUM: checksum from csum_start on is partial
+constexpr uint8_t kDataValid = 2;  // VIRTIO_NET_HDR_F_DATA_VALID: the kernel verified the checksum
+constexpr uint8_t kGsoNone = 0;    // VIRTIO_NET_HDR_GSO_NONE
+constexpr uint8_t kGsoTcpv4 = 1;   // VIRTIO_NET_HDR_GSO_TCPV4
+constexpr uint8_t kGsoTcpv6 = 4;   // VIRTIO_NET_HDR_GSO_TCPV6
+constexpr uint8_t kGsoEcn = 0x80;  // VIRTIO_NET_HDR_GSO_ECN, or'ed into gso_type
+
+struct VnetHdr {
+    uint8_t flags = 0;         // kNeedsCsum, kDataValid
+    uint8_t gso_type = kGsoNone;
+    uint16_t hdr_len = 0;      // IP + TCP header bytes (tx); only a hint on rx, never trusted
+    uint16_t gso_size = 0;     // payload bytes per segment
+    uint16_t csum_start = 0;   // offset of the TCP header from the IP header
+    uint16_t csum_offset = 0;  // offset of the checksum field from csum_start (16 for TCP)
+};
+void encode(const VnetHdr& hdr, uint8_t* out);  // writes kVnetHdrLen bytes
+VnetHdr decode(const uint8_t* in);              // reads kVnetHdrLen bytes
+
+// --- transmit: coalesce the Stack's queued packets ------------------------
+
+constexpr size_t kMaxGsoPacket = 65535;  // a super-packet's IP length, headers included
+constexpr size_t kMaxGsoSegments = 64;   // segments per super-packet (also bounds writev parts)
+constexpr size_t kMaxGsoHeader = kVnetHdrLen + 40 + 20;  // vnet + IPv6 + TCP
+
+// How many packets from packets[0] on form one GSO run: IPv4 (IHL 5, no
+// fragment bits) or IPv6 (no extension headers) with a bare 20-byte TCP
+// header, flags ACK only, payload > 0; every packet with the first one's IP
+// header (lengths and checksum aside) and TCP header (seq and checksum aside);
+// seq of each = previous seq + previous payload; every payload as long as the
+// first but the last, which may be shorter; at most kMaxGsoSegments packets
+// and kMaxGsoPacket bytes together. Returns 1..count (1: send it alone), 0 for
+// count 0. Checksums are not read: the kernel recomputes them per segment.
+size_t gso_run(const ByteView* packets, size_t count);
+
+// The vnet header and IP + TCP header of the super-packet made of the run
+// packets[0..run): the first packet's headers with the IP length of the whole
+// (IPv4 header checksum recomputed) and, in the TCP checksum field, the
+// pseudo-header partial sum that CHECKSUM_PARTIAL expects; vnet header
+// {kNeedsCsum, TCPV4/TCPV6, hdr_len, gso_size = first payload, csum_start =
+// IP header length, csum_offset = 16}. Writes at most kMaxGsoHeader bytes and
+// returns how many; 0 when run < 2 or gso_run(packets, run) < run. The
+// super-packet is these bytes followed by each packet's payload, i.e. its
+// bytes from (returned length - kVnetHdrLen) on: a gather write needs no copy.
+size_t gso_header(const ByteView* packets, size_t run, uint8_t* out);
+
+// gso_header() and the payloads, contiguous in `out`. Returns the size, or 0
+// when gso_header() refuses or `cap` is too small.
+size_t coalesce(const ByteView* packets, size_t run, uint8_t* out, size_t cap);
+
+// --- receive: check the vnet header, split super-packets --------------------
+
+// Why a read was dropped before reaching the Stack. The header is never
+// trusted: lengths are derived from the packet and every field is checked.
+enum class RxDrop : uint8_t {
+    vnet_truncated,       // shorter than the virtio-net header
+    vnet_bad_flags,       // flag bits other than NEEDS_CSUM and DATA_VALID
+    vnet_bad_gso_type,    // GSO type other than TCPv4 / TCPv6 (UDP was never enabled)
+    vnet_bad_gso_size,    // GSO with gso_size 0
+    vnet_bad_csum,        // NEEDS_CSUM whose csum_start/csum_offset are not the TCP checksum
+    gso_family_mismatch,  // GSO TCPv4 on an IPv6 packet or the reverse
+    bad_ip_header,        // truncated, not IPv4/6, IPv4 options, fragment or bad header checksum, IPv6 extension header
+    length_mismatch,      // the IP length field disagrees with the read size
+    not_tcp,              // offload metadata on a packet that is not TCP
+    bad_tcp_header,       // TCP header truncated, data offset below 5 or past the end
+    no_room,              // split() only: the output cannot hold every segment
+    count_,               // not a reason: the number of reasons
+};
+constexpr size_t kRxDropCount = static_cast<size_t>(RxDrop::count_);
+const char* to_string(RxDrop);  // "vnet_bad_csum"
+
+// One read from an offload TUN, checked.
+struct RxPacket {
+    enum class Kind : uint8_t {
+        plain,     // `packet` is one IP packet for Stack::on_packet
+        segments,  // `packet` is a super-packet of `count` segments: use rx_segment()
+        drop,      // `drop` says why
+    };
+    Kind kind = Kind::drop;
+    RxDrop drop = RxDrop::vnet_truncated;
+    ByteView packet;        // points into the read buffer, after the vnet header
+    size_t header_len = 0;  // segments: IP + TCP header bytes
+    size_t gso_size = 0;    // segments: payload bytes per segment (the last may be shorter)
+    size_t count = 0;       // segments: how many (>= 2)
+    bool checksummed = false;  // plain: NEEDS_CSUM was honoured, the TCP checksum computed here
+    // Bytes of segment i (< count).
+    size_t segment_size(size_t i) const;
+};
+
+// Checks a read (`buf` starts with the vnet header). No vnet flags and no GSO:
+// the packet goes to the Stack untouched (it validates everything itself).
+// NEEDS_CSUM without GSO, or GSO that fits one segment: the TCP checksum is
+// computed in place, in full, so `buf` must be writable. GSO: `segments`.
+RxPacket parse_rx(uint8_t* buf, size_t len);
+
+// Writes segment i of a `segments` RxPacket to `out` (segment_size(i) bytes):
+// the super-packet's headers with seq + i * gso_size, the IP length of the
+// segment, the IPv4 header checksum and the TCP checksum computed in full;
+// FIN and PSH only on the last segment, CWR only on the first (as the
+// kernel's tcp_gso_segment). The IPv4 ID is copied unchanged (the stack sends
+// ID 0 with DF; the kernel's GRO keeps such fixed IDs). Returns the size.
+size_t rx_segment(const RxPacket& rx, size_t i, uint8_t* out);
+
+// parse_rx() and every segment into `out` (cap bytes), one view per segment
+// in `segs` (max_segs). `count` is 0 when dropped (`drop` says why), 1 for a
+// plain packet (segs[0] views it in `buf`).
+struct SplitResult {
+    size_t count = 0;
+    RxDrop drop = RxDrop::vnet_truncated;
+};
+SplitResult split(uint8_t* buf, size_t len, uint8_t* out, size_t cap, ByteView* segs,
+                  size_t max_segs);
+
+}  // namespace offload
+
+// ---------------------------------------------------------------------------
 // Tun: the device (tun.cpp)
 // ---------------------------------------------------------------------------
 
@@ -378,6 +507,12 @@ struct TunConfig {
     std::optional<IpAddr> local_v4, peer_v4;
     std::optional<IpAddr> local_v6, peer_v6;
     bool up = true;
+    // Open with IFF_VNET_HDR and ask the kernel for checksum and TCP
+    // segmentation offloads (TUNSETOFFLOAD TUN_F_CSUM|TSO4|TSO6), so one
+    // write or read carries many equal-size segments (see offload::). If the
+    // kernel refuses, the device opens without; Tun::offload_note() says why.
+    // false forces plain packets (the fallback path).
+    bool offload = true;
 };
 
 class Tun {
@@ -403,14 +538,31 @@ public:
     int fd(size_t queue) const { return fds_[queue]; }
 
     // One packet per call; non-blocking. Returns the byte count, or -errno
-    // (-EAGAIN when nothing is ready / the queue is full).
+    // (-EAGAIN when nothing is ready / the queue is full). With offload(),
+    // every packet read starts with a virtio-net header (vnet_hdr_len() bytes)
+    // and may be a super-packet of up to 64 KiB (offload::parse_rx), and every
+    // write must start with one (all zero for a plain packet).
     long read(size_t queue, uint8_t* buf, size_t cap) const;
     long write(size_t queue, const uint8_t* data, size_t len) const;
+    // One packet gathered from `count` parts (at most kMaxWriteParts).
+    static constexpr size_t kMaxWriteParts = 128;
+    long writev(size_t queue, const ByteView* parts, size_t count) const;
+
+    // Packets carry a virtio-net header and the kernel may hand over and
+    // accept TCP super-packets (TunConfig::offload, or an adopted fd opened
+    // with IFF_VNET_HDR).
+    bool offload() const { return vnet_hdr_len_ != 0; }
+    size_t vnet_hdr_len() const { return vnet_hdr_len_; }  // 0 or offload::kVnetHdrLen
+    // Why offload is off although TunConfig::offload asked for it, e.g.
+    // "TUNSETOFFLOAD on tun0: Invalid argument"; empty otherwise.
+    const std::string& offload_note() const { return offload_note_; }
 
 private:
     std::string name_;
     int ifindex_ = 0;
     std::vector<int> fds_;
+    size_t vnet_hdr_len_ = 0;
+    std::string offload_note_;
     void close_all();
 };
 
@@ -506,6 +658,20 @@ public:
     uint64_t tun_write_errors() const { return tun_write_errors_; }
     uint64_t tun_read_errors() const { return tun_read_errors_; }
 
+    // What the device offloads did (all zero when the Tun has no offload).
+    struct OffloadStats {
+        uint64_t gso_writes = 0;         // super-packets written
+        uint64_t gso_segments = 0;       // segments they carried
+        uint64_t gso_rejected = 0;       // super-packets the kernel refused (EINVAL): GSO is then
+                                         // turned off for this driver and the run sent one by one
+        uint64_t gro_reads = 0;          // super-packets read
+        uint64_t gro_segments = 0;       // segments split from them
+        uint64_t csum_completed = 0;     // NEEDS_CSUM packets whose TCP checksum was computed
+        std::array<uint64_t, offload::kRxDropCount> rx_drops{};  // reads dropped, by reason
+        uint64_t dropped(offload::RxDrop r) const { return rx_drops[static_cast<size_t>(r)]; }
+    };
+    const OffloadStats& offload_stats() const { return offload_stats_; }
+
     void on_readable(int fd, TimePoint now) override;
     std::optional<TimePoint> next_deadline() const override;
     void on_deadline(TimePoint now) override;
@@ -513,14 +679,26 @@ public:
 
 private:
     void dispatch_events();
+    void read_offload(size_t queue, TimePoint now);
+    void flush_offload(size_t count);
+    long write_plain_vnet(size_t i);
     Stack& stack_;
     Tun& tun_;
     StackHandler& handler_;
-    std::vector<uint8_t> rx_;  // kReadBatch buffers of rx_stride_ bytes
+    // Without offload: kReadBatch buffers of rx_stride_ bytes. With offload:
+    // reads packed one after another, each with room for a 64 KiB super-packet.
+    std::vector<uint8_t> rx_;
     size_t rx_stride_ = 0;
     size_t next_tx_queue_ = 0;
     uint64_t tun_write_errors_ = 0;
     uint64_t tun_read_errors_ = 0;
+    // Offload only: segments split from super-packets (datagram events point
+    // here until dispatched), the tx queue as views, one super-packet header.
+    std::vector<uint8_t> seg_;
+    std::vector<ByteView> tx_views_;
+    std::array<uint8_t, offload::kMaxGsoHeader> gso_hdr_{};
+    bool gso_tx_ = false;  // coalesce on flush (offload on, not rejected by the kernel)
+    OffloadStats offload_stats_;
 };
 
 }  // namespace faketcp

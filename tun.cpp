@@ -10,6 +10,7 @@
 //   helpers      errno text, an owning fd
 //   validation   TunConfig checked before any syscall
 //   queues       /dev/net/tun + TUNSETIFF, and what their errnos mean
+//   offload      IFF_VNET_HDR, TUNSETVNETHDRSZ, TUNSETOFFLOAD, with fallback
 //   link         ifindex, MTU and IFF_UP through ioctl
 //   rtnetlink    request builder, reply walker, RTM_NEWADDR, route and
 //                link lookups
@@ -32,6 +33,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 namespace faketcp {
@@ -235,18 +237,49 @@ Status setiff_error(const std::string& name, int err) {
 
 // Opens one queue of the device `name` (empty: the kernel picks) and stores
 // the name the kernel actually used in `name`.
-Result<UniqueFd> open_queue(std::string& name, bool multi_queue) {
+Result<UniqueFd> open_queue(std::string& name, bool multi_queue, bool vnet_hdr) {
     // Non-blocking from the first syscall: the reactor never blocks on a queue.
     UniqueFd fd(::open(kTunPath, O_RDWR | O_CLOEXEC | O_NONBLOCK));
     if (fd.get() < 0) return open_error(errno);
 
     ifreq ifr = ifreq_for(name);
     // IFF_NO_PI: packets are bare IP, no 4-byte packet-information prefix.
-    ifr.ifr_flags = static_cast<short>(IFF_TUN | IFF_NO_PI | (multi_queue ? IFF_MULTI_QUEUE : 0));
+    // IFF_VNET_HDR (Linux 2.6.27): a virtio-net header in front of each one.
+    // It is a device-wide flag that every TUNSETIFF rewrites, so every queue
+    // passes the same flags.
+    ifr.ifr_flags = static_cast<short>(IFF_TUN | IFF_NO_PI | (multi_queue ? IFF_MULTI_QUEUE : 0) |
+                                       (vnet_hdr ? IFF_VNET_HDR : 0));
     if (::ioctl(fd.get(), TUNSETIFF, &ifr) < 0) return setiff_error(name, errno);
 
     name.assign(ifr.ifr_name, strnlen(ifr.ifr_name, IFNAMSIZ));
     return fd;
+}
+
+// ---------------------------------------------------------------------------
+// Offload: virtio-net header size and TUNSETOFFLOAD
+// ---------------------------------------------------------------------------
+
+// Both settings are device-wide, so one queue's fd is enough. What the
+// offloads mean for the bytes is in faketcp.cpp's "device offload" section.
+Status enable_offload(int fd, const std::string& name) {
+    // TUNSETVNETHDRSZ (Linux 2.6.35): 10 is the default already; set it so a
+    // persistent device left at 12 by another program cannot shift our bytes.
+    int size = static_cast<int>(offload::kVnetHdrLen);
+    if (::ioctl(fd, TUNSETVNETHDRSZ, &size) < 0) {
+        const int err = errno;
+        return sys_error("TUNSETVNETHDRSZ " + std::to_string(size) + " on " + name, err);
+    }
+    // TUNSETOFFLOAD (Linux 2.6.27; the argument is the value, not a pointer):
+    // the kernel may hand us packets with a partial checksum and TCP
+    // super-packets. TSO is only honoured together with TUN_F_CSUM. No
+    // TUN_F_TSO_ECN, TUN_F_UFO or TUN_F_USO4/6 (6.2): those stay segmented by
+    // the kernel before they reach us.
+    const unsigned long features = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
+    if (::ioctl(fd, TUNSETOFFLOAD, features) < 0) {
+        const int err = errno;
+        return sys_error("TUNSETOFFLOAD (TUN_F_CSUM|TUN_F_TSO4|TUN_F_TSO6) on " + name, err);
+    }
+    return {};
 }
 
 // ---------------------------------------------------------------------------
@@ -703,10 +736,16 @@ Result<TunLinkInfo> tun_link_info(Rtnl& rtnl, int ifindex, const std::string& wh
 Tun::~Tun() { close_all(); }
 
 Tun::Tun(Tun&& o) noexcept
-    : name_(std::move(o.name_)), ifindex_(o.ifindex_), fds_(std::move(o.fds_)) {
+    : name_(std::move(o.name_)),
+      ifindex_(o.ifindex_),
+      fds_(std::move(o.fds_)),
+      vnet_hdr_len_(o.vnet_hdr_len_),
+      offload_note_(std::move(o.offload_note_)) {
     o.fds_.clear();
     o.name_.clear();
     o.ifindex_ = 0;
+    o.vnet_hdr_len_ = 0;
+    o.offload_note_.clear();
 }
 
 Tun& Tun::operator=(Tun&& o) noexcept {
@@ -715,9 +754,13 @@ Tun& Tun::operator=(Tun&& o) noexcept {
         name_ = std::move(o.name_);
         ifindex_ = o.ifindex_;
         fds_ = std::move(o.fds_);
+        vnet_hdr_len_ = o.vnet_hdr_len_;
+        offload_note_ = std::move(o.offload_note_);
         o.fds_.clear();
         o.name_.clear();
         o.ifindex_ = 0;
+        o.vnet_hdr_len_ = 0;
+        o.offload_note_.clear();
     }
     return *this;
 }
@@ -730,6 +773,8 @@ void Tun::close_all() {
     fds_.clear();
     name_.clear();
     ifindex_ = 0;
+    vnet_hdr_len_ = 0;
+    offload_note_.clear();
 }
 
 // Steps in order: validate, open every queue, MTU, link up, addresses.
@@ -741,14 +786,29 @@ Result<Tun> Tun::open(const TunConfig& config) {
     if (Status s = validate(config); !s) return s;
 
     Tun tun;
-    std::string name = config.name;
+    std::string name;
     const bool multi_queue = config.queues > 1;
-    tun.fds_.reserve(config.queues);
-    for (uint32_t q = 0; q < config.queues; ++q) {
-        // Queue 0 may let the kernel pick; the rest attach to the name it gave.
-        Result<UniqueFd> fd = open_queue(name, multi_queue);
-        if (!fd) return fd.status();
-        tun.fds_.push_back(fd->release());
+    // Offload is probed first, before anything else is configured: if the
+    // kernel refuses it, closing the queues removes the half-made device (a
+    // persistent one merely loses IFF_VNET_HDR) and they are opened again
+    // without, under the name asked for (not the one the kernel picked).
+    for (bool vnet : {config.offload, false}) {
+        name = config.name;
+        tun.fds_.reserve(config.queues);
+        for (uint32_t q = 0; q < config.queues; ++q) {
+            // Queue 0 may let the kernel pick; the rest attach to the name it gave.
+            Result<UniqueFd> fd = open_queue(name, multi_queue, vnet);
+            if (!fd) return fd.status();
+            tun.fds_.push_back(fd->release());
+        }
+        if (!vnet) break;
+        Status s = enable_offload(tun.fds_[0], name);
+        if (s) {
+            tun.vnet_hdr_len_ = offload::kVnetHdrLen;
+            break;
+        }
+        tun.close_all();
+        tun.offload_note_ = s.message();
     }
     tun.name_ = name;
 
@@ -801,6 +861,24 @@ Result<Tun> Tun::adopt(int fd) {
     if (!(ifr.ifr_flags & IFF_TUN)) {
         return invalid(what + ": " + name + " is a TAP device; an IP-level TUN device is needed");
     }
+    // Opened with IFF_VNET_HDR: every packet carries a virtio-net header,
+    // which we handle only at its default size. Its offloads (TUNSETOFFLOAD)
+    // are whatever the opener chose; parse_rx() copes with any of them.
+    size_t vnet_hdr_len = 0;
+    if (ifr.ifr_flags & IFF_VNET_HDR) {
+        int size = 0;
+        if (::ioctl(fd, TUNGETVNETHDRSZ, &size) < 0) {
+            const int err = errno;
+            return sys_error(what + " (TUNGETVNETHDRSZ)", err);
+        }
+        if (size != static_cast<int>(offload::kVnetHdrLen)) {
+            return invalid(what + ": " + name + " has " + std::to_string(size) +
+                           "-byte virtio-net headers; only " +
+                           std::to_string(offload::kVnetHdrLen) +
+                           " is supported: set TUNSETVNETHDRSZ 10 or open it without IFF_VNET_HDR");
+        }
+        vnet_hdr_len = offload::kVnetHdrLen;
+    }
 
     Result<UniqueFd> sock = control_socket();
     if (!sock) return sock.status();
@@ -835,6 +913,7 @@ Result<Tun> Tun::adopt(int fd) {
     tun.name_ = name;
     tun.ifindex_ = ifindex;
     tun.fds_.push_back(fd);
+    tun.vnet_hdr_len_ = vnet_hdr_len;
     return tun;
 }
 
@@ -853,6 +932,21 @@ long Tun::write(size_t queue, const uint8_t* data, size_t len) const {
     if (queue >= fds_.size()) return -EINVAL;
     for (;;) {
         const ssize_t n = ::write(fds_[queue], data, len);
+        if (n >= 0) return static_cast<long>(n);
+        if (errno != EINTR) return -errno;
+    }
+}
+
+// The TUN driver builds one packet from all the iovecs of one writev().
+long Tun::writev(size_t queue, const ByteView* parts, size_t count) const {
+    if (queue >= fds_.size() || count > kMaxWriteParts) return -EINVAL;
+    iovec iov[kMaxWriteParts];
+    for (size_t i = 0; i < count; ++i) {
+        iov[i].iov_base = const_cast<uint8_t*>(parts[i].data);  // writev does not write to it
+        iov[i].iov_len = parts[i].size;
+    }
+    for (;;) {
+        const ssize_t n = ::writev(fds_[queue], iov, static_cast<int>(count));
         if (n >= 0) return static_cast<long>(n);
         if (errno != EINTR) return -errno;
     }
