@@ -118,7 +118,7 @@ demo: $(BUILD)/faketcp
 # topology, in one run. Its own load generator/sink and the malloc-counting shim.
 .PHONY: bench
 $(BUILD)/udpgen: netns-tests/bench/udpgen.cpp | $(BUILD)
-	$(CXX) $(ALLFLAGS) -o $@ $<
+	$(CXX) $(ALLFLAGS) -pthread -o $@ $<
 
 $(BUILD)/alloccount.so: netns-tests/bench/alloccount.c | $(BUILD)
 	$(CC) -O2 -g -Wall -Wextra -Werror -fPIC -shared -o $@ $<

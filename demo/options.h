@@ -1,0 +1,87 @@
+// demo/options.h — the command line, parsed and validated into `Options`.
+//
+// Everything here is pure (no I/O but reading the --handshake-packet file and
+// resolving --remote), so each step can be unit-tested on strings.
+// Flags and defaults follow phantun's client and server.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "faketcp.h"
+
+namespace demo {
+
+constexpr const char* kVersion = "0.1.0";
+
+enum class Mode : uint8_t { client, server };
+
+// "host:port" or "[v6]:port" before resolution; `host` has no brackets.
+struct HostPort {
+    std::string host;
+    uint16_t port = 0;
+};
+
+struct Options {
+    Mode mode = Mode::client;
+    faketcp::Endpoint local;  // client: UDP address to listen on
+    uint16_t local_port = 0;  // server: fake-TCP port to accept on
+    HostPort remote;          // client: the server; server: the UDP service
+    std::string tun_name;     // empty: the kernel picks tunN
+    faketcp::IpAddr tun_local, tun_peer;  // IPv4; the Stack owns tun_peer
+    std::optional<faketcp::IpAddr> tun_local6, tun_peer6;  // unset with -4
+    bool ipv4_only = false;
+    std::string handshake_packet_path;  // empty: none
+    faketcp::LogLevel log_level = faketcp::LogLevel::info;
+    uint32_t idle_timeout_s = 180;  // 0: flows never time out
+    uint32_t queues = 1;            // TUN queues
+    uint32_t stats_interval_s = 0;  // 0: only the final dump on exit
+    bool offload = true;            // TUN vnet-header offloads (GSO/GRO); --no-offload clears
+};
+
+// What the command line asks for. `text` is the help or version text for
+// show_help / show_version, and the one-line error ("faketcp: --remote: ...")
+// for error.
+struct ParseResult {
+    enum Kind : uint8_t { run, show_help, show_version, error } kind = error;
+    Options options;
+    std::string text;
+};
+
+// argv without the program name. `env_log` is $FAKETCP_LOG or null.
+ParseResult parse_command_line(const std::vector<std::string_view>& args, const char* env_log);
+
+// The building blocks, exposed for tests.
+// Port 1..65535. A host whose last label is all digits must be a valid IPv4
+// literal (RFC 1123 2.1: a top-level domain is never numeric), so
+// "999.1.1.1" is rejected here instead of being sent to DNS.
+std::optional<HostPort> parse_host_port(std::string_view text);
+std::optional<uint16_t> parse_port(std::string_view text);       // 1..65535
+std::optional<uint64_t> parse_uint(std::string_view text, uint64_t max);
+std::optional<faketcp::LogLevel> parse_log_level(std::string_view text);  // any case
+bool valid_tun_name(std::string_view name);
+std::string usage(std::optional<Mode> mode);  // full help text; nullopt: the top level
+
+// The largest datagram one segment carries with MTU 1500 over IPv4 (1460) or
+// IPv6 (1440) outer headers.
+constexpr uint32_t kMtu = 1500;
+constexpr uint32_t kTcpHeader = 20;
+constexpr uint32_t max_payload(faketcp::Family family) {
+    return kMtu - (family == faketcp::Family::v4 ? 20u : 40u) - kTcpHeader;
+}
+
+// Reads the --handshake-packet file (at most max_payload(v4) bytes, not empty).
+// On failure returns false and sets `error` to a one-line message.
+bool load_handshake_packet(const std::string& path, std::vector<uint8_t>& out, std::string& error);
+
+// Resolves --remote with getaddrinfo (first answer, like phantun); `v4_only`
+// asks for IPv4 answers only. On failure returns nullopt and sets `error`;
+// `permanent` is true when the name does not exist (a bad flag) and false
+// for a temporary failure (e.g. no DNS server reachable).
+std::optional<faketcp::Endpoint> resolve(const HostPort& hp, bool v4_only, std::string& error,
+                                         bool& permanent);
+
+}  // namespace demo

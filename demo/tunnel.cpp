@@ -1,0 +1,1055 @@
+// demo/tunnel.cpp — the client and server tunnels.
+//
+// One thread, one Reactor. The StackDriver owns the TUN side; TunnelBase is
+// the Reactor handler for everything else (UDP sockets, the signalfd, the
+// idle sweep and the stats timer) and the StackHandler for stack events.
+//
+// Per-datagram paths allocate nothing and never log above debug:
+//   UDP -> TCP: recvmmsg batch -> flow (client: hash of the UDP peer; server:
+//               fd -> flow index) -> StackDriver::send
+//   TCP -> UDP: datagram event -> flow by ConnId.index -> client: copied into
+//               a sendmmsg batch flushed at on_batch_end; server: send(2)
+// Flow state lives in vectors allocated at start-up; only creating a client
+// flow inserts into a hash map.
+#include "demo/tunnel.h"
+
+#include <signal.h>
+#include <sys/random.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cinttypes>
+#include <cstring>
+#include <ctime>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "demo/log.h"
+#include "demo/udp.h"
+
+namespace demo {
+
+using faketcp::ByteView;
+using faketcp::CloseReason;
+using faketcp::ConnId;
+using faketcp::ConnInfo;
+using faketcp::Duration;
+using faketcp::Endpoint;
+using faketcp::Errc;
+using faketcp::Reactor;
+using faketcp::Stack;
+using faketcp::StackDriver;
+using faketcp::TimePoint;
+using faketcp::Tun;
+
+namespace {
+
+constexpr uint32_t kNone = UINT32_MAX;
+constexpr Duration kSweepInterval = std::chrono::seconds(1);
+// Rate limit for warnings that traffic can trigger repeatedly.
+constexpr Duration kWarnInterval = std::chrono::seconds(10);
+// Datagrams waiting for a handshake: per flow, and in all.
+constexpr uint32_t kPendingPerFlow = 64;
+constexpr uint32_t kPendingTotal = 1024;
+
+const char* describe(CloseReason r) {
+    switch (r) {
+        case CloseReason::peer_reset: return "reset by the peer";
+        case CloseReason::local_close: return "closed locally";
+        case CloseReason::handshake_timeout: return "no answer to the handshake";
+    }
+    return "?";
+}
+
+// Datagrams that arrive while their flow's handshake runs: FIFO lists of
+// fixed-size slots from one pool allocated at start-up.
+class PendingPool {
+public:
+    struct List {
+        uint32_t head = kNone, tail = kNone, count = 0;
+    };
+
+    PendingPool(uint32_t slots, uint32_t slot_size)
+        : slot_size_(slot_size), data_(size_t(slots) * slot_size), len_(slots), next_(slots) {
+        for (uint32_t i = 0; i < slots; ++i) next_[i] = i + 1 < slots ? i + 1 : kNone;
+        free_ = slots > 0 ? 0 : kNone;
+    }
+    // False if the pool is exhausted or the datagram does not fit a slot.
+    bool push(List& list, ByteView d) {
+        if (free_ == kNone || d.size > slot_size_) return false;
+        uint32_t s = free_;
+        free_ = next_[s];
+        std::memcpy(&data_[size_t(s) * slot_size_], d.data, d.size);
+        len_[s] = static_cast<uint32_t>(d.size);
+        next_[s] = kNone;
+        if (list.tail == kNone)
+            list.head = s;
+        else
+            next_[list.tail] = s;
+        list.tail = s;
+        ++list.count;
+        return true;
+    }
+    ByteView front(const List& list) const {
+        return {&data_[size_t(list.head) * slot_size_], len_[list.head]};
+    }
+    void pop(List& list) {
+        uint32_t s = list.head;
+        list.head = next_[s];
+        if (list.head == kNone) list.tail = kNone;
+        --list.count;
+        next_[s] = free_;
+        free_ = s;
+    }
+    void clear(List& list) {
+        while (list.count > 0) pop(list);
+    }
+
+private:
+    uint32_t slot_size_;
+    std::vector<uint8_t> data_;
+    std::vector<uint32_t> len_;
+    std::vector<uint32_t> next_;
+    uint32_t free_ = kNone;
+};
+
+// What a UDP peer is known by on the client: its socket address.
+struct PeerKey {
+    uint8_t addr[16] = {};
+    uint16_t port = 0;
+    uint16_t family = 0;
+    friend bool operator==(const PeerKey& a, const PeerKey& b) {
+        return a.port == b.port && a.family == b.family && std::memcmp(a.addr, b.addr, 16) == 0;
+    }
+};
+
+PeerKey peer_key(const SockAddr& sa) {
+    PeerKey k;
+    k.family = sa.ss.ss_family;
+    if (sa.ss.ss_family == AF_INET) {
+        sockaddr_in sin;
+        std::memcpy(&sin, &sa.ss, sizeof sin);
+        std::memcpy(k.addr, &sin.sin_addr, 4);
+        k.port = sin.sin_port;
+    } else if (sa.ss.ss_family == AF_INET6) {
+        sockaddr_in6 sin6;
+        std::memcpy(&sin6, &sa.ss, sizeof sin6);
+        std::memcpy(k.addr, &sin6.sin6_addr, 16);
+        k.port = sin6.sin6_port;
+    }
+    return k;
+}
+
+// Seeded, so local peers cannot aim at one bucket.
+struct PeerKeyHash {
+    uint64_t seed = 0;
+    size_t operator()(const PeerKey& k) const {
+        uint64_t a, b;
+        std::memcpy(&a, k.addr, 8);
+        std::memcpy(&b, k.addr + 8, 8);
+        uint64_t h = seed ^ (uint64_t(k.port) << 16 | k.family);
+        for (uint64_t v : {a, b}) {
+            h ^= v;
+            h *= 0x9e3779b97f4a7c15ull;
+            h ^= h >> 32;
+        }
+        h *= 0xbf58476d1ce4e5b9ull;
+        return static_cast<size_t>(h ^ (h >> 31));
+    }
+};
+
+uint64_t random_seed() {
+    uint64_t seed = 0;
+    if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) != static_cast<ssize_t>(sizeof seed)) {
+        struct timespec ts {};
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        seed = uint64_t(ts.tv_nsec) * 0x9e3779b97f4a7c15ull ^ uint64_t(getpid());
+    }
+    return seed;
+}
+
+std::string ep_str(const Endpoint& ep) { return faketcp::to_string(ep); }
+
+std::string seconds_str(Duration d) {
+    return std::to_string(std::chrono::duration_cast<std::chrono::seconds>(d).count()) + " s";
+}
+
+// ---------------------------------------------------------------------------
+// TunnelBase: what the client and the server share
+// ---------------------------------------------------------------------------
+
+class TunnelBase : public faketcp::StackHandler, public Reactor::Handler {
+public:
+    TunnelBase(const TunnelSetup& setup, Reactor& reactor, Stack& stack, Tun& tun, int signal_fd)
+        : setup_(setup),
+          opt_(setup.options),
+          reactor_(reactor),
+          stack_(stack),
+          tun_(tun),
+          driver_(stack, tun, *this),
+          signal_fd_(signal_fd),
+          idle_timeout_(std::chrono::seconds(setup.options.idle_timeout_s)),
+          stats_interval_(std::chrono::seconds(setup.options.stats_interval_s)) {}
+    ~TunnelBase() override = default;
+
+    // Registers with the reactor; false after logging why not.
+    bool start() {
+        const TimePoint now = reactor_.now();
+        coarse_now_ = now;
+        next_sweep_ = now + kSweepInterval;
+        next_stats_ = now + stats_interval_;
+        if (faketcp::Status st = driver_.attach(reactor_); !st) {
+            LOG_ERROR("cannot watch the TUN device: %s", st.message().c_str());
+            return false;
+        }
+        if (faketcp::Status st = reactor_.add_fd(signal_fd_, *this); !st) {
+            LOG_ERROR("cannot watch the signalfd: %s", st.message().c_str());
+            return false;
+        }
+        return start_mode();
+    }
+
+    // Unregisters from the reactor (which outlives us).
+    void stop() {
+        driver_.detach(reactor_);
+        reactor_.remove_handler(*this);
+    }
+
+    virtual void log_ready() const = 0;
+
+    // Statistics at info: the stack's, the TUN's, then the tunnel's own.
+    void log_stats(const char* when) const {
+        const faketcp::Stats& s = stack_.stats();
+        std::string drops;
+        for (size_t i = 0; i < faketcp::kDropReasonCount; ++i) {
+            if (s.drops[i] == 0) continue;
+            drops += drops.empty() ? " (" : ", ";
+            drops += faketcp::to_string(static_cast<faketcp::DropReason>(i));
+            drops += "=" + std::to_string(s.drops[i]);
+        }
+        if (!drops.empty()) drops += ")";
+        LogBlock block(faketcp::LogLevel::info);  // one write: readers never see half a dump
+        block.add("stats%s: stack: packets in %" PRIu64 " (%" PRIu64 " B) out %" PRIu64 " (%" PRIu64
+                 " B), datagrams in %" PRIu64 " (%" PRIu64 " B) out %" PRIu64 " (%" PRIu64
+                 " B), connections open %" PRIu64 " half-open %" PRIu64 ", handshakes ok %" PRIu64
+                 " failed %" PRIu64 ", RST sent %" PRIu64 " received %" PRIu64 ", challenge ACKs %" PRIu64
+                 ", idle ACKs %" PRIu64 ", SYN retransmits %" PRIu64 ", pure ACKs in %" PRIu64
+                 ", TUN read errors %" PRIu64 " write errors %" PRIu64 ", drops %" PRIu64 "%s",
+                 when, s.packets_in, s.bytes_in, s.packets_out, s.bytes_out, s.datagrams_in,
+                 s.datagram_bytes_in, s.datagrams_out, s.datagram_bytes_out, s.open_connections,
+                 s.half_open_connections, s.handshakes_completed, s.handshakes_failed, s.rst_sent,
+                 s.rst_received, s.challenge_acks_sent, s.idle_acks_sent, s.syn_retransmits, s.pure_acks_in,
+                 driver_.tun_read_errors(), driver_.tun_write_errors(), s.total_drops(), drops.c_str());
+        if (tun_.offload()) {
+            const StackDriver::OffloadStats& os = driver_.offload_stats();
+            uint64_t rx_drops = 0;
+            for (uint64_t d : os.rx_drops) rx_drops += d;
+            block.add("stats%s: TUN offload: GSO writes %" PRIu64 " (%" PRIu64 " segments, %" PRIu64
+                     " rejected), GRO reads %" PRIu64 " (%" PRIu64 " segments), checksums completed %" PRIu64
+                     ", reads dropped %" PRIu64,
+                     when, os.gso_writes, os.gso_segments, os.gso_rejected, os.gro_reads, os.gro_segments,
+                     os.csum_completed, rx_drops);
+        }
+        log_mode_stats(block, when);
+    }
+
+    // --- Reactor::Handler -------------------------------------------------
+
+    void on_readable(int fd, TimePoint now) override {
+        coarse_now_ = now;
+        if (fd == signal_fd_) {
+            on_signal(now);
+            return;
+        }
+        on_udp_readable(fd, now);
+    }
+
+    std::optional<TimePoint> next_deadline() const override {
+        if (stopping_) return std::nullopt;
+        std::optional<TimePoint> t;
+        if (idle_timeout_.count() > 0) t = next_sweep_;
+        if (stats_interval_.count() > 0 && (!t || next_stats_ < *t)) t = next_stats_;
+        return t;
+    }
+
+    void on_deadline(TimePoint now) override {
+        coarse_now_ = now;
+        if (stopping_) return;
+        if (idle_timeout_.count() > 0 && now >= next_sweep_) {
+            next_sweep_ = now + kSweepInterval;
+            // Closing queues RSTs; the driver may have flushed already this round.
+            if (sweep_idle(now) > 0) driver_.flush();
+        }
+        if (stats_interval_.count() > 0 && now >= next_stats_) {
+            next_stats_ = now + stats_interval_;
+            log_stats("");
+        }
+    }
+
+    void on_batch_end(TimePoint now) override {
+        coarse_now_ = now;
+        flush_udp();
+    }
+
+protected:
+    virtual bool start_mode() = 0;
+    virtual void on_udp_readable(int fd, TimePoint now) = 0;
+    virtual void flush_udp() {}
+    // Closes flows idle since `now - idle_timeout_`; returns how many.
+    virtual size_t sweep_idle(TimePoint now) = 0;
+    // Resets every connection; returns how many.
+    virtual size_t close_all(TimePoint now) = 0;
+    virtual void log_mode_stats(LogBlock& block, const char* when) const = 0;
+    virtual const char* mode_name() const = 0;
+
+    // A datagram that one segment cannot carry: counted, and a warning at
+    // most every kWarnInterval.
+    // `from_addr`, if given, names the sender instead of `from`; it is only
+    // formatted when the warning is logged.
+    void drop_oversize(size_t size, bool truncated, size_t limit, const char* from, TimePoint now,
+                       const SockAddr* from_addr = nullptr) {
+        ++oversize_drops_;
+        if (!oversize_warn_.allow(now)) return;
+        oversize_warn_.take_suppressed();
+        std::string sender = from_addr ? "UDP peer " + to_string(*from_addr) : std::string(from);
+        LOG_WARN("%s: dropped a %s%zu-byte datagram from %s: one segment carries at most %zu bytes with MTU %u "
+                 "(%" PRIu64 " oversized dropped so far; warning at most every %s)",
+                 mode_name(), truncated ? "more than " : "", size, sender.c_str(), limit, kMtu, oversize_drops_,
+                 seconds_str(kWarnInterval).c_str());
+    }
+
+    // StackDriver::send with the outcome counted; never logs above debug
+    // except the rate-limited oversize warning.
+    bool send_datagram(ConnId conn, ByteView data, size_t limit, const char* from, TimePoint now) {
+        Errc e = driver_.send(conn, data, now);
+        switch (e) {
+            case Errc::ok: return true;
+            case Errc::too_big: drop_oversize(data.size, false, limit, from, now); return false;
+            case Errc::tx_queue_full: ++tx_full_drops_; break;
+            case Errc::empty_datagram: ++empty_drops_; break;
+            default: ++send_errors_; break;
+        }
+        LOG_DEBUG("%s: send on connection %u failed: %s", mode_name(), conn.index, faketcp::to_string(e));
+        return false;
+    }
+
+    const TunnelSetup& setup_;
+    const Options& opt_;
+    Reactor& reactor_;
+    Stack& stack_;
+    Tun& tun_;
+    StackDriver driver_;
+    int signal_fd_;
+    Duration idle_timeout_;
+    Duration stats_interval_;
+    TimePoint coarse_now_{};  // the last time the reactor gave us; for idle stamps
+    TimePoint next_sweep_{}, next_stats_{};
+    bool stopping_ = false;
+
+    RateLimit oversize_warn_{kWarnInterval};
+    uint64_t oversize_drops_ = 0;
+    uint64_t empty_drops_ = 0;
+    uint64_t tx_full_drops_ = 0;
+    uint64_t send_errors_ = 0;
+
+private:
+    void on_signal(TimePoint now) {
+        signalfd_siginfo si{};
+        ssize_t n = ::read(signal_fd_, &si, sizeof si);
+        if (n != static_cast<ssize_t>(sizeof si)) return;
+        if (stopping_) return;
+        stopping_ = true;
+        const char* name = si.ssi_signo == SIGINT ? "SIGINT" : si.ssi_signo == SIGTERM ? "SIGTERM" : "signal";
+        size_t closed = close_all(now);
+        driver_.flush();  // the RSTs reach the TUN before it goes away
+        LOG_INFO("%s: %s received: reset %zu connection%s, shutting down", mode_name(), name, closed,
+                 closed == 1 ? "" : "s");
+        reactor_.stop();
+    }
+};
+
+// ---------------------------------------------------------------------------
+// Client: one UDP socket, one fake-TCP connection per UDP peer
+// ---------------------------------------------------------------------------
+
+struct ClientFlow {
+    enum class State : uint8_t {
+        free,          // slot unused
+        disconnected,  // no connection: never opened, failed or reset; opened on the next datagram
+        connecting,
+        established,
+    };
+    State state = State::free;
+    bool failure_logged = false;  // a failure was logged since the last success
+    ConnId conn;
+    PeerKey key;
+    SockAddr peer;
+    PktInfo local;  // the address the peer last sent to; replies come from it
+    TimePoint last_activity{};
+    PendingPool::List pending;
+    uint32_t next_free = kNone;
+};
+
+class ClientTunnel final : public TunnelBase {
+public:
+    ClientTunnel(const TunnelSetup& setup, Reactor& reactor, Stack& stack, Tun& tun, int signal_fd, Fd udp)
+        : TunnelBase(setup, reactor, stack, tun, signal_fd),
+          udp_(std::move(udp)),
+          max_flows_(stack.config().max_connections),
+          by_conn_(stack.config().max_connections, kNone),
+          by_peer_(0, PeerKeyHash{random_seed()}),
+          pending_(kPendingTotal, max_payload(faketcp::Family::v4)),
+          limit_(max_payload(setup.remote.addr.family)) {
+        flows_.reserve(max_flows_);  // no reallocation: Flow references stay valid
+        by_peer_.reserve(max_flows_);
+    }
+
+    void log_ready() const override {
+        std::string tun = tun_.name() + " (" + faketcp::to_string(opt_.tun_local) + " <-> " +
+                          faketcp::to_string(opt_.tun_peer);
+        if (opt_.tun_local6)
+            tun += ", " + faketcp::to_string(*opt_.tun_local6) + " <-> " + faketcp::to_string(*opt_.tun_peer6);
+        tun += ")";
+        if (tun_.queue_count() > 1) tun += " with " + std::to_string(tun_.queue_count()) + " queues";
+        LOG_INFO("client ready: listening on UDP %s, TUN %s, remote %s", local_address(udp_.get()).c_str(),
+                 tun.c_str(), ep_str(setup_.remote).c_str());
+    }
+
+    // --- StackHandler ------------------------------------------------------
+
+    void on_connected(ConnId conn, const ConnInfo& info) override {
+        uint32_t f = flow_of(conn);
+        if (f == kNone) {  // not ours any more: do not leave it open
+            driver_.close(conn, reactor_.now());
+            return;
+        }
+        ClientFlow& fl = flows_[f];
+        fl.state = ClientFlow::State::established;
+        fl.failure_logged = false;
+        ++connects_ok_;
+        const std::string peer = to_string(fl.peer);
+        LOG_INFO("client: connection %s -> %s established for UDP peer %s", ep_str(info.local).c_str(),
+                 ep_str(info.remote).c_str(), peer.c_str());
+        const TimePoint now = reactor_.now();
+        const size_t limit = stack_.max_datagram(conn);
+        if (!setup_.handshake.empty())
+            send_datagram(conn, {setup_.handshake.data(), setup_.handshake.size()}, limit, "--handshake-packet", now);
+        while (fl.pending.count > 0) {
+            send_datagram(conn, pending_.front(fl.pending), limit, peer.c_str(), now);
+            pending_.pop(fl.pending);
+        }
+    }
+
+    void on_connect_failed(ConnId conn, CloseReason reason) override { lost(conn, reason, "could not connect"); }
+
+    void on_closed(ConnId conn, CloseReason reason) override { lost(conn, reason, "lost"); }
+
+    void on_datagram(ConnId conn, ByteView data) override {
+        uint32_t f = flow_of(conn);
+        if (f == kNone) {
+            ++stale_datagrams_;
+            return;
+        }
+        ClientFlow& fl = flows_[f];
+        fl.last_activity = coarse_now_;
+        if (!tx_.add(fl.peer, fl.local, data)) {
+            flush_udp();
+            if (!tx_.add(fl.peer, fl.local, data)) {  // larger than a slot: cannot happen with MTU 1500
+                ++udp_tx_oversize_;
+                return;
+            }
+        }
+        ++udp_out_;
+        if (tx_.full()) flush_udp();
+    }
+
+protected:
+    const char* mode_name() const override { return "client"; }
+
+    bool start_mode() override {
+        if (faketcp::Status st = reactor_.add_fd(udp_.get(), *this); !st) {
+            LOG_ERROR("cannot watch the UDP socket: %s", st.message().c_str());
+            return false;
+        }
+        LOG_DEBUG("client: UDP receive buffer %d bytes", receive_buffer(udp_.get()));
+        return true;
+    }
+
+    void flush_udp() override {
+        if (!tx_.empty()) tx_.flush(udp_.get(), udp_errors_);
+    }
+
+    void on_udp_readable(int /*fd*/, TimePoint now) override {
+        int n = rx_.receive(udp_.get());
+        if (n <= 0) {
+            if (n < 0 && n != -EAGAIN) note_rx_error(-n, now);
+            return;
+        }
+        for (int i = 0; i < n; ++i) on_udp_datagram(static_cast<size_t>(i), now);
+        // Cumulative for the socket; the last datagram carries the latest.
+        uint32_t ov = rx_.overflow_count(static_cast<size_t>(n - 1));
+        if (ov > rx_overflows_) rx_overflows_ = ov;
+    }
+
+    size_t sweep_idle(TimePoint now) override {
+        size_t closed = 0;
+        for (uint32_t f = 0; f < flows_.size(); ++f) {
+            ClientFlow& fl = flows_[f];
+            if (fl.state == ClientFlow::State::free || now - fl.last_activity < idle_timeout_) continue;
+            if (fl.conn.valid()) {
+                std::optional<ConnInfo> info = stack_.info(fl.conn);
+                LOG_INFO("client: UDP peer %s idle for %s: closing connection %s -> %s", to_string(fl.peer).c_str(),
+                         seconds_str(idle_timeout_).c_str(), info ? ep_str(info->local).c_str() : "?",
+                         info ? ep_str(info->remote).c_str() : "?");
+            } else {
+                LOG_INFO("client: UDP peer %s idle for %s: forgetting it", to_string(fl.peer).c_str(),
+                         seconds_str(idle_timeout_).c_str());
+            }
+            close_flow(f, now);
+            ++idle_closed_;
+            ++closed;
+        }
+        return closed;
+    }
+
+    size_t close_all(TimePoint now) override {
+        size_t closed = 0;
+        for (uint32_t f = 0; f < flows_.size(); ++f) {
+            if (flows_[f].state == ClientFlow::State::free) continue;
+            if (flows_[f].conn.valid()) ++closed;
+            close_flow(f, now);
+        }
+        flush_udp();
+        return closed;
+    }
+
+    void log_mode_stats(LogBlock& block, const char* when) const override {
+        block.add("stats%s: client: UDP peers %zu, connections opened %" PRIu64 " established %" PRIu64
+                 " failed/reset %" PRIu64 ", idle-closed %" PRIu64 ", UDP in %" PRIu64 " out %" PRIu64
+                 ", dropped: oversized %" PRIu64 " empty %" PRIu64 " handshake-queue-full %" PRIu64
+                 " queued-then-lost %" PRIu64 " no-connection %" PRIu64 " tx-queue-full %" PRIu64
+                 " send-errors %" PRIu64 " flow-table-full %" PRIu64 " stale %" PRIu64
+                 " receive-buffer-overflow %" PRIu64 ", UDP errors: refused %" PRIu64 " no-buffers %" PRIu64
+                 " would-block %" PRIu64 " other %" PRIu64,
+                 when, by_peer_.size(), connects_started_, connects_ok_, connects_lost_, idle_closed_, udp_in_,
+                 udp_out_, oversize_drops_, empty_drops_, pending_full_drops_, pending_lost_, no_conn_drops_,
+                 tx_full_drops_, send_errors_, table_full_drops_, stale_datagrams_, rx_overflows_, udp_errors_.conn_refused,
+                 udp_errors_.no_buffers, udp_errors_.would_block, udp_errors_.other);
+    }
+
+private:
+    uint32_t flow_of(ConnId conn) const {
+        if (conn.index >= by_conn_.size()) return kNone;
+        uint32_t f = by_conn_[conn.index];
+        if (f == kNone || flows_[f].conn != conn) return kNone;  // a stale handle
+        return f;
+    }
+
+    void on_udp_datagram(size_t i, TimePoint now) {
+        ++udp_in_;
+        const size_t size = rx_.size(i);
+        if (rx_.truncated(i) || size > limit_) {
+            drop_oversize(size, rx_.truncated(i), limit_, "a UDP peer", now, &rx_.peer(i));
+            return;
+        }
+        if (size == 0) {  // a zero-length segment would read as a pure ACK
+            ++empty_drops_;
+            return;
+        }
+        const PeerKey key = peer_key(rx_.peer(i));
+        uint32_t f;
+        auto it = by_peer_.find(key);
+        if (it != by_peer_.end()) {
+            f = it->second;
+        } else {
+            f = new_flow(key, rx_.peer(i), now);
+            if (f == kNone) return;
+        }
+        ClientFlow& fl = flows_[f];
+        fl.last_activity = now;
+        fl.local = rx_.pktinfo(i);
+        switch (fl.state) {
+            case ClientFlow::State::established:
+                send_datagram(fl.conn, rx_.data(i), limit_, "a UDP peer", now);
+                return;
+            case ClientFlow::State::disconnected:
+                if (!open_connection(f, now)) {
+                    ++no_conn_drops_;
+                    return;
+                }
+                queue_pending(fl, rx_.data(i));
+                return;
+            case ClientFlow::State::connecting:
+                queue_pending(fl, rx_.data(i));
+                return;
+            case ClientFlow::State::free:
+                return;  // not reachable: a mapped flow is never free
+        }
+    }
+
+    void queue_pending(ClientFlow& fl, ByteView d) {
+        if (fl.pending.count >= kPendingPerFlow || !pending_.push(fl.pending, d)) ++pending_full_drops_;
+    }
+
+    uint32_t new_flow(const PeerKey& key, const SockAddr& peer, TimePoint now) {
+        uint32_t f;
+        if (free_head_ != kNone) {
+            f = free_head_;
+            free_head_ = flows_[f].next_free;
+        } else if (flows_.size() < max_flows_) {
+            f = static_cast<uint32_t>(flows_.size());
+            flows_.emplace_back();
+        } else {
+            ++table_full_drops_;
+            if (table_full_warn_.allow(now))
+                LOG_WARN("client: %u UDP peers already: dropping datagrams from new peer %s (%" PRIu64 " so far)",
+                         max_flows_, to_string(peer).c_str(), table_full_drops_);
+            return kNone;
+        }
+        ClientFlow& fl = flows_[f];
+        fl = ClientFlow{};
+        fl.state = ClientFlow::State::disconnected;
+        fl.key = key;
+        fl.peer = peer;
+        fl.last_activity = now;
+        by_peer_.emplace(key, f);
+        LOG_INFO("client: new UDP peer %s", to_string(peer).c_str());
+        return f;
+    }
+
+    bool open_connection(uint32_t f, TimePoint now) {
+        ClientFlow& fl = flows_[f];
+        faketcp::Result<ConnId> r = driver_.connect(setup_.remote, now);
+        if (!r) {
+            ++connect_errors_;
+            if (connect_warn_.allow(now))
+                LOG_WARN("client: cannot open a connection to %s for UDP peer %s: %s (%" PRIu64 " such errors)",
+                         ep_str(setup_.remote).c_str(), to_string(fl.peer).c_str(), r.status().message().c_str(),
+                         connect_errors_);
+            return false;
+        }
+        if (r.value().index >= by_conn_.size()) {  // outside the documented range: refuse it
+            driver_.close(r.value(), now);
+            ++connect_errors_;
+            return false;
+        }
+        ++connects_started_;
+        fl.conn = r.value();
+        fl.state = ClientFlow::State::connecting;
+        by_conn_[fl.conn.index] = f;
+        LOG_DEBUG("client: connecting to %s for UDP peer %s", ep_str(setup_.remote).c_str(), to_string(fl.peer).c_str());
+        return true;
+    }
+
+    // The connection of a flow ended without us closing it.
+    void lost(ConnId conn, CloseReason reason, const char* what) {
+        uint32_t f = flow_of(conn);
+        if (f == kNone) return;  // closed by us: already forgotten
+        ClientFlow& fl = flows_[f];
+        ++connects_lost_;
+        pending_lost_ += fl.pending.count;
+        pending_.clear(fl.pending);
+        by_conn_[conn.index] = kNone;
+        fl.conn = ConnId{};
+        fl.state = ClientFlow::State::disconnected;
+        if (!fl.failure_logged) {
+            fl.failure_logged = true;
+            LOG_WARN("client: connection to %s for UDP peer %s %s: %s; it is opened again on the peer's next datagram",
+                     ep_str(setup_.remote).c_str(), to_string(fl.peer).c_str(), what, describe(reason));
+        } else {
+            LOG_DEBUG("client: connection to %s for UDP peer %s %s again: %s", ep_str(setup_.remote).c_str(),
+                      to_string(fl.peer).c_str(), what, describe(reason));
+        }
+    }
+
+    // Resets the flow's connection (if any) and forgets the flow.
+    void close_flow(uint32_t f, TimePoint now) {
+        ClientFlow& fl = flows_[f];
+        if (fl.conn.valid()) {
+            by_conn_[fl.conn.index] = kNone;
+            driver_.close(fl.conn, now);
+        }
+        pending_lost_ += fl.pending.count;
+        pending_.clear(fl.pending);
+        by_peer_.erase(fl.key);
+        fl.conn = ConnId{};
+        fl.state = ClientFlow::State::free;
+        fl.next_free = free_head_;
+        free_head_ = f;
+    }
+
+    void note_rx_error(int err, TimePoint now) {
+        udp_errors_.count(err);
+        if (rx_error_warn_.allow(now))
+            LOG_WARN("client: UDP receive on %s: %s (counted)", local_address(udp_.get()).c_str(), std::strerror(err));
+    }
+
+    Fd udp_;
+    uint32_t max_flows_;
+    std::vector<ClientFlow> flows_;
+    uint32_t free_head_ = kNone;
+    std::vector<uint32_t> by_conn_;  // ConnId.index -> flow
+    std::unordered_map<PeerKey, uint32_t, PeerKeyHash> by_peer_;
+    PendingPool pending_;
+    size_t limit_;  // largest datagram one segment to --remote carries
+    UdpRxBatch rx_;
+    UdpTxBatch tx_;
+    UdpErrors udp_errors_;
+    RateLimit table_full_warn_{kWarnInterval}, connect_warn_{kWarnInterval}, rx_error_warn_{kWarnInterval};
+    uint64_t udp_in_ = 0, udp_out_ = 0;
+    uint64_t connects_started_ = 0, connects_ok_ = 0, connects_lost_ = 0, connect_errors_ = 0;
+    uint64_t idle_closed_ = 0;
+    uint64_t pending_full_drops_ = 0, pending_lost_ = 0, no_conn_drops_ = 0;
+    uint64_t table_full_drops_ = 0, stale_datagrams_ = 0, udp_tx_oversize_ = 0;
+    uint64_t rx_overflows_ = 0;  // dropped by the kernel: socket receive buffer full
+};
+
+// ---------------------------------------------------------------------------
+// Server: one UDP socket per accepted connection
+// ---------------------------------------------------------------------------
+
+struct ServerFlow {
+    bool in_use = false;
+    uint8_t logged_errors = 0;  // bit per UdpErrorKind already logged
+    ConnId conn;
+    Fd udp;
+    Endpoint client;  // the connection's remote, for logs
+    TimePoint last_activity{};
+    uint32_t limit = 0;  // largest datagram one segment carries
+    uint32_t overflows_seen = 0;  // the socket's SO_RXQ_OVFL count already added up
+};
+
+enum UdpErrorKind : uint8_t { kRefused = 1, kNoBuffers = 2, kWouldBlock = 4, kOther = 8 };
+
+UdpErrorKind error_kind(int err) {
+    switch (err) {
+        case ECONNREFUSED: return kRefused;
+        case ENOBUFS:
+        case ENOMEM: return kNoBuffers;
+        case EAGAIN: return kWouldBlock;
+        default: return kOther;
+    }
+}
+
+class ServerTunnel final : public TunnelBase {
+public:
+    ServerTunnel(const TunnelSetup& setup, Reactor& reactor, Stack& stack, Tun& tun, int signal_fd)
+        : TunnelBase(setup, reactor, stack, tun, signal_fd), flows_(stack.config().max_connections) {}
+
+    void log_ready() const override {
+        std::string tun = tun_.name() + " (" + faketcp::to_string(opt_.tun_local) + " <-> " +
+                          faketcp::to_string(opt_.tun_peer);
+        if (opt_.tun_local6)
+            tun += ", " + faketcp::to_string(*opt_.tun_local6) + " <-> " + faketcp::to_string(*opt_.tun_peer6);
+        tun += ")";
+        if (tun_.queue_count() > 1) tun += " with " + std::to_string(tun_.queue_count()) + " queues";
+        LOG_INFO("server ready: listening on TCP port %u, TUN %s, remote UDP %s", unsigned(opt_.local_port),
+                 tun.c_str(), ep_str(setup_.remote).c_str());
+    }
+
+    // --- StackHandler ------------------------------------------------------
+
+    void on_accepted(ConnId conn, const ConnInfo& info) override {
+        const TimePoint now = reactor_.now();
+        if (conn.index >= flows_.size()) {
+            driver_.close(conn, now);
+            return;
+        }
+        std::string error;
+        Fd udp = open_udp_connected(setup_.remote, error);
+        if (udp.valid()) {
+            if (faketcp::Status st = reactor_.add_fd(udp.get(), *this); !st) {
+                error = st.message();
+                udp.reset();
+            }
+        }
+        if (!udp.valid()) {
+            ++socket_errors_;
+            if (socket_warn_.allow(now))
+                LOG_WARN("server: connection %s -> %s: no UDP socket towards %s: %s; resetting it (%" PRIu64
+                         " such errors)",
+                         ep_str(info.remote).c_str(), ep_str(info.local).c_str(), ep_str(setup_.remote).c_str(),
+                         error.c_str(), socket_errors_);
+            driver_.close(conn, now);
+            return;
+        }
+        const int fd = udp.get();
+        if (static_cast<size_t>(fd) >= fd_to_flow_.size()) fd_to_flow_.resize(size_t(fd) + 64, kNone);
+        fd_to_flow_[fd] = conn.index;
+        ServerFlow& fl = flows_[conn.index];
+        fl.in_use = true;
+        fl.logged_errors = 0;
+        fl.conn = conn;
+        fl.udp = std::move(udp);
+        fl.client = info.remote;
+        fl.last_activity = now;
+        fl.limit = static_cast<uint32_t>(stack_.max_datagram(conn));
+        fl.overflows_seen = 0;
+        ++accepted_;
+        LOG_INFO("server: connection %s -> %s accepted; UDP %s -> %s", ep_str(info.remote).c_str(),
+                 ep_str(info.local).c_str(), local_address(fd).c_str(), ep_str(setup_.remote).c_str());
+        if (!setup_.handshake.empty())
+            send_datagram(conn, {setup_.handshake.data(), setup_.handshake.size()}, fl.limit, "--handshake-packet", now);
+    }
+
+    void on_closed(ConnId conn, CloseReason reason) override {
+        ServerFlow* fl = flow_of(conn);
+        if (fl == nullptr) return;  // closed by us: already torn down
+        ++peer_closed_;
+        LOG_INFO("server: connection %s -> port %u %s: closing its UDP socket", ep_str(fl->client).c_str(),
+                 unsigned(opt_.local_port), describe(reason));
+        teardown(*fl);
+    }
+
+    void on_datagram(ConnId conn, ByteView data) override {
+        ServerFlow* fl = flow_of(conn);
+        if (fl == nullptr) {
+            ++stale_datagrams_;
+            return;
+        }
+        fl->last_activity = coarse_now_;
+        ssize_t n = ::send(fl->udp.get(), data.data, data.size, MSG_DONTWAIT);
+        if (n < 0)
+            udp_error(*fl, errno, "send to");
+        else
+            ++udp_out_;
+    }
+
+protected:
+    const char* mode_name() const override { return "server"; }
+
+    bool start_mode() override {
+        if (faketcp::Status st = stack_.listen(opt_.local_port); !st) {
+            LOG_ERROR("cannot listen on port %u: %s", unsigned(opt_.local_port), st.message().c_str());
+            return false;
+        }
+        return true;
+    }
+
+    void on_udp_readable(int fd, TimePoint now) override {
+        if (fd < 0 || static_cast<size_t>(fd) >= fd_to_flow_.size()) return;
+        uint32_t idx = fd_to_flow_[fd];
+        if (idx == kNone || !flows_[idx].in_use || flows_[idx].udp.get() != fd) return;
+        ServerFlow& fl = flows_[idx];
+        int n = rx_.receive(fd);
+        if (n < 0) {
+            // ECONNREFUSED: an ICMP port unreachable for an earlier send (the service restarts).
+            if (n != -EAGAIN) udp_error(fl, -n, "receive from");
+            return;
+        }
+        fl.last_activity = now;
+        for (int i = 0; i < n; ++i) {
+            ++udp_in_;
+            const size_t size = rx_.size(size_t(i));
+            if (rx_.truncated(size_t(i)) || size > fl.limit) {
+                drop_oversize(size, rx_.truncated(size_t(i)), fl.limit, "the UDP service", now);
+                continue;
+            }
+            if (size == 0) {
+                ++empty_drops_;
+                continue;
+            }
+            send_datagram(fl.conn, rx_.data(size_t(i)), fl.limit, "the UDP service", now);
+        }
+        if (n > 0) {
+            uint32_t ov = rx_.overflow_count(size_t(n - 1));
+            if (ov > fl.overflows_seen) {
+                rx_overflows_ += ov - fl.overflows_seen;
+                fl.overflows_seen = ov;
+            }
+        }
+    }
+
+    size_t sweep_idle(TimePoint now) override {
+        size_t closed = 0;
+        for (ServerFlow& fl : flows_) {
+            if (!fl.in_use || now - fl.last_activity < idle_timeout_) continue;
+            LOG_INFO("server: connection %s -> port %u idle for %s: closing it and its UDP socket",
+                     ep_str(fl.client).c_str(), unsigned(opt_.local_port), seconds_str(idle_timeout_).c_str());
+            driver_.close(fl.conn, now);
+            teardown(fl);
+            ++idle_closed_;
+            ++closed;
+        }
+        return closed;
+    }
+
+    size_t close_all(TimePoint now) override {
+        size_t closed = 0;
+        for (ServerFlow& fl : flows_) {
+            if (!fl.in_use) continue;
+            driver_.close(fl.conn, now);
+            teardown(fl);
+            ++closed;
+        }
+        return closed;
+    }
+
+    void log_mode_stats(LogBlock& block, const char* when) const override {
+        block.add("stats%s: server: connections accepted %" PRIu64 " closed-by-peer %" PRIu64 " idle-closed %" PRIu64
+                 " no-socket %" PRIu64 ", UDP in %" PRIu64 " out %" PRIu64 ", dropped: oversized %" PRIu64
+                 " empty %" PRIu64 " tx-queue-full %" PRIu64 " send-errors %" PRIu64 " stale %" PRIu64
+                 " receive-buffer-overflow %" PRIu64 ", UDP errors: refused %" PRIu64 " no-buffers %" PRIu64
+                 " would-block %" PRIu64 " other %" PRIu64,
+                 when, accepted_, peer_closed_, idle_closed_, socket_errors_, udp_in_, udp_out_, oversize_drops_,
+                 empty_drops_, tx_full_drops_, send_errors_, stale_datagrams_, rx_overflows_, udp_errors_.conn_refused,
+                 udp_errors_.no_buffers, udp_errors_.would_block, udp_errors_.other);
+    }
+
+private:
+    ServerFlow* flow_of(ConnId conn) {
+        if (conn.index >= flows_.size()) return nullptr;
+        ServerFlow& fl = flows_[conn.index];
+        return fl.in_use && fl.conn == conn ? &fl : nullptr;
+    }
+
+    // Transient UDP errors never close the connection: its peer did nothing
+    // wrong. Each kind is logged once per connection.
+    void udp_error(ServerFlow& fl, int err, const char* op) {
+        udp_errors_.count(err);
+        UdpErrorKind kind = error_kind(err);
+        if (fl.logged_errors & kind) return;
+        fl.logged_errors |= kind;
+        LOG_WARN("server: connection %s: UDP %s %s: %s (counted, not logged again for this connection)",
+                 ep_str(fl.client).c_str(), op, ep_str(setup_.remote).c_str(), std::strerror(err));
+    }
+
+    void teardown(ServerFlow& fl) {
+        if (fl.udp.valid()) {
+            const int fd = fl.udp.get();
+            // Unwatch before close: the number may be reused at once.
+            faketcp::Status st = reactor_.remove_fd(fd);
+            (void)st;  // nothing to do about it: the fd is closed next anyway
+            if (static_cast<size_t>(fd) < fd_to_flow_.size()) fd_to_flow_[fd] = kNone;
+            fl.udp.reset();
+        }
+        fl.in_use = false;
+        fl.conn = ConnId{};
+    }
+
+    std::vector<ServerFlow> flows_;    // by ConnId.index
+    std::vector<uint32_t> fd_to_flow_;  // UDP fd -> ConnId.index
+    UdpRxBatch rx_;
+    UdpErrors udp_errors_;
+    RateLimit socket_warn_{kWarnInterval};
+    uint64_t accepted_ = 0, peer_closed_ = 0, idle_closed_ = 0, socket_errors_ = 0;
+    uint64_t udp_in_ = 0, udp_out_ = 0, stale_datagrams_ = 0;
+    uint64_t rx_overflows_ = 0;  // dropped by the kernel: socket receive buffers full
+};
+
+// ---------------------------------------------------------------------------
+// Start-up
+// ---------------------------------------------------------------------------
+
+// One fd per server flow: lift the soft limit to the hard one (no privilege needed).
+void raise_fd_limit() {
+    struct rlimit rl {};
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) LOG_DEBUG("setrlimit(RLIMIT_NOFILE): %s", std::strerror(errno));
+    }
+}
+
+void forward_library_log(faketcp::LogLevel level, std::string_view message) {
+    if (log_enabled(level)) log_line(level, "stack: %.*s", static_cast<int>(message.size()), message.data());
+}
+
+}  // namespace
+
+int run_tunnel(const TunnelSetup& setup) {
+    const Options& o = setup.options;
+    raise_fd_limit();
+
+    // The CLI owns the signals: blocked, and read from a signalfd in the loop.
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    if (sigprocmask(SIG_BLOCK, &signals, nullptr) != 0) {
+        LOG_ERROR("sigprocmask: %s", std::strerror(errno));
+        return 1;
+    }
+    Fd signal_fd(signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC));
+    if (!signal_fd.valid()) {
+        LOG_ERROR("signalfd: %s", std::strerror(errno));
+        return 1;
+    }
+
+    faketcp::Result<Reactor> reactor_r = Reactor::create();
+    if (!reactor_r) {
+        LOG_ERROR("cannot create the event loop: %s", reactor_r.status().message().c_str());
+        return 1;
+    }
+    Reactor reactor = std::move(reactor_r.value());
+
+    // The client's UDP socket first: a taken port fails before a TUN exists.
+    Fd udp;
+    if (o.mode == Mode::client) {
+        std::string error;
+        udp = open_udp_listener(o.local, error);
+        if (!udp.valid()) {
+            LOG_ERROR("client: %s", error.c_str());
+            return 1;
+        }
+    }
+
+    faketcp::TunConfig tc;
+    tc.name = o.tun_name;
+    tc.queues = o.queues;
+    tc.mtu = kMtu;
+    tc.local_v4 = o.tun_local;
+    tc.peer_v4 = o.tun_peer;
+    tc.local_v6 = o.tun_local6;
+    tc.peer_v6 = o.tun_peer6;
+    tc.up = true;
+    tc.offload = o.offload;
+    faketcp::Result<Tun> tun_r = Tun::open(tc);
+    if (!tun_r) {
+        const faketcp::Status& st = tun_r.status();
+        LOG_ERROR("cannot create the TUN device: %s", st.message().c_str());
+        if (st.sys_errno() == EPERM || st.sys_errno() == EACCES)
+            LOG_ERROR("creating a TUN device needs CAP_NET_ADMIN: run as root, or grant it once with "
+                      "`sudo setcap cap_net_admin+ep /path/to/faketcp`");
+        return 1;
+    }
+    Tun tun = std::move(tun_r.value());
+    LOG_DEBUG("TUN %s up (ifindex %d, %zu queue%s, offload %s)", tun.name().c_str(), tun.ifindex(),
+              tun.queue_count(), tun.queue_count() == 1 ? "" : "s", tun.offload() ? "on" : "off");
+    if (o.offload && !tun.offload_note().empty())
+        LOG_INFO("TUN %s without offloads (slower): %s", tun.name().c_str(), tun.offload_note().c_str());
+
+    faketcp::StackConfig sc;
+    sc.local_v4 = o.tun_peer;
+    sc.local_v6 = o.tun_peer6;
+    sc.mtu = kMtu;
+    sc.seed = random_seed();
+    sc.log = forward_library_log;
+    Stack stack(sc);
+
+    std::unique_ptr<TunnelBase> tunnel;
+    if (o.mode == Mode::client)
+        tunnel = std::make_unique<ClientTunnel>(setup, reactor, stack, tun, signal_fd.get(), std::move(udp));
+    else
+        tunnel = std::make_unique<ServerTunnel>(setup, reactor, stack, tun, signal_fd.get());
+    if (!tunnel->start()) return 1;
+    tunnel->log_ready();
+
+    faketcp::Status st = reactor.run();
+    int code = 0;
+    if (!st) {
+        LOG_ERROR("event loop failed: %s", st.message().c_str());
+        code = 1;
+    }
+    tunnel->log_stats(" at exit");
+    tunnel->stop();
+    tunnel.reset();
+    const std::string name = tun.name();
+    tun = Tun();  // closing the last queue removes the device
+    LOG_INFO("TUN %s removed; exiting", name.c_str());
+    return code;
+}
+
+}  // namespace demo

@@ -1,0 +1,184 @@
+#!/usr/bin/python3
+"""Turns bench.sh's results file (one JSON object a line) into the human-readable
+table and, as the very last line, one JSON object with the headline numbers.
+
+  summarize.py RESULTS.jsonl [ELAPSED_S]
+
+Medians over repetitions everywhere; ratios are tunnel / direct of the medians.
+"""
+import json
+import statistics
+import sys
+
+
+def med(v):
+    v = [x for x in v if x is not None]
+    return statistics.median(v) if v else None
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def fmt(v, nd=1, unit=""):
+    if v is None:
+        return "n/a"
+    return f"{v:.{nd}f}{unit}"
+
+
+def main():
+    rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+    elapsed = float(sys.argv[2]) if len(sys.argv) > 2 else None
+    out = {}
+    lines = []
+    p = lines.append
+
+    # --- knees
+    knees = {}
+    for r in rows:
+        if r["kind"] != "knee":
+            continue
+        d = r["data"]
+        knees.setdefault((r["path"], d["size"], d["flows"]), []).append(d["knee_pps"])
+    sizes = sorted({k[1] for k in knees})
+    flows = sorted({k[2] for k in knees})
+    p("faketcp benchmark: tunnel vs plain UDP over the same namespaces (client -- router NAT/conntrack -- server)")
+    p("")
+    p("1. Knee: highest offered rate with < 1 % loss (median of repetitions; Mbit/s of UDP payload)")
+    p(f"   {'size':>5} {'flows':>5} | {'direct kpps':>11} {'Mbit/s':>8} | {'tunnel kpps':>11} {'Mbit/s':>8} | {'ratio':>6}  reps (tunnel kpps)")
+    for fl in flows:
+        for sz in sizes:
+            d = med(knees.get(("direct", sz, fl), []))
+            t = med(knees.get(("tunnel", sz, fl), []))
+            rt = ratio(t, d)
+            reps = ",".join(f"{x / 1000:.0f}" for x in knees.get(("tunnel", sz, fl), []))
+            p(f"   {sz:>5} {fl:>5} | {fmt(d and d / 1000):>11} {fmt(d and d * sz * 8 / 1e6):>8} | "
+              f"{fmt(t and t / 1000):>11} {fmt(t and t * sz * 8 / 1e6):>8} | {fmt(rt, 3):>6}  {reps}")
+            sfx = f"_{sz}" if fl == 1 else f"_{sz}_{fl}flows"
+            out["ratio" + sfx] = round(rt, 4) if rt is not None else None
+            out["knee_kpps_direct" + sfx] = round(d / 1000, 2) if d is not None else None
+            out["knee_kpps_tunnel" + sfx] = round(t / 1000, 2) if t is not None else None
+
+    for r in rows:
+        if r["kind"] == "router":
+            p(f"   router conntrack INVALID drops during the knee searches: {r['invalid_drops']}")
+            out["router_invalid_drops"] = r["invalid_drops"]
+
+    # --- RTT
+    rtt = {}
+    for r in rows:
+        if r["kind"] == "rtt":
+            rtt.setdefault(r["path"], []).append(r["data"])
+    p("")
+    p("2. RTT of 2000 sequential 64-byte ping-pongs (median of 3 runs), us")
+    p(f"   {'path':>7} | {'p50':>8} {'p90':>8} {'p99':>8} {'lost':>5}")
+    rv = {}
+    for path in ("direct", "tunnel"):
+        v = rtt.get(path, [])
+        rv[path] = {k: med([x[k] for x in v]) for k in ("p50_us", "p90_us", "p99_us", "lost")}
+        x = rv[path]
+        p(f"   {path:>7} | {fmt(x['p50_us']):>8} {fmt(x['p90_us']):>8} {fmt(x['p99_us']):>8} {fmt(x['lost'], 0):>5}")
+    d50, t50 = rv["direct"]["p50_us"], rv["tunnel"]["p50_us"]
+    d99, t99 = rv["direct"]["p99_us"], rv["tunnel"]["p99_us"]
+    added50 = t50 - d50 if None not in (d50, t50) else None
+    added99 = t99 - d99 if None not in (d99, t99) else None
+    p(f"   added by the tunnel: p50 {fmt(added50)} us, p99 {fmt(added99)} us; "
+      f"ratio p50 {fmt(ratio(t50, d50), 2)}, p99 {fmt(ratio(t99, d99), 2)}")
+    out.update(rtt_direct_p50_us=d50, rtt_tunnel_p50_us=t50, rtt_direct_p99_us=d99, rtt_tunnel_p99_us=t99,
+               rtt_added_p50_us=round(added50, 2) if added50 is not None else None,
+               rtt_added_p99_us=round(added99, 2) if added99 is not None else None,
+               rtt_ratio_p50=round(ratio(t50, d50), 3) if ratio(t50, d50) else None)
+
+    # --- CPU
+    cpu = {}
+    for r in rows:
+        if r["kind"] != "cpu":
+            continue
+        d = r["data"]
+        c = d.get(f"cpu_us_per_dgram_{r['client_pid']}")
+        s = d.get(f"cpu_us_per_dgram_{r['server_pid']}")
+        k = d.get(f"cpu_us_per_dgram_{r['sink_pid']}")
+        g = d.get("self_cpu_us_per_dgram")
+        # The path's CPU: the processes that carry a datagram (the kernel's
+        # forwarding runs in their context as softirq, so it is inside their sys time).
+        path_cpu = None if None in (g, k) else g + k + ((c or 0) + (s or 0) if r["path"] == "tunnel" else 0)
+        cpu.setdefault((r["path"], d["size"]), []).append(
+            dict(client=c, server=s, gen=g, sink=k, path=path_cpu, machine=d["machine_cpu_us_per_dgram"],
+                 rate=d["rate"], loss=d["loss_pct"]))
+    p("")
+    p("3. CPU per datagram at a fixed rate (half the lower 1-flow knee), median of 3; us of CPU per datagram")
+    p(f"   {'size':>5} {'rate pps':>9} | {'tun client':>10} {'tun server':>10} | {'path direct':>11} "
+      f"{'path tunnel':>11} {'ratio':>6} | {'machine d/t':>13} | loss % d/t")
+    for sz in sorted({k[1] for k in cpu}):
+        t = cpu.get(("tunnel", sz), [])
+        d = cpu.get(("direct", sz), [])
+        tc, ts = med([x["client"] for x in t]), med([x["server"] for x in t])
+        pd, pt = med([x["path"] for x in d]), med([x["path"] for x in t])
+        md, mt = med([x["machine"] for x in d]), med([x["machine"] for x in t])
+        rate = t[0]["rate"] if t else None
+        p(f"   {sz:>5} {fmt(rate, 0):>9} | {fmt(tc, 2):>10} {fmt(ts, 2):>10} | {fmt(pd, 2):>11} {fmt(pt, 2):>11} "
+          f"{fmt(ratio(pt, pd), 2):>6} | {fmt(md, 1):>6}/{fmt(mt, 1):<6} | "
+          f"{fmt(med([x['loss'] for x in d]), 2)}/{fmt(med([x['loss'] for x in t]), 2)}")
+        out[f"cpu_us_client_{sz}"] = round(tc, 3) if tc is not None else None
+        out[f"cpu_us_server_{sz}"] = round(ts, 3) if ts is not None else None
+        out[f"path_cpu_us_direct_{sz}"] = round(pd, 3) if pd is not None else None
+        out[f"path_cpu_us_tunnel_{sz}"] = round(pt, 3) if pt is not None else None
+        out[f"path_cpu_ratio_{sz}"] = round(ratio(pt, pd), 3) if ratio(pt, pd) else None
+        out[f"machine_cpu_us_direct_{sz}"] = round(md, 3) if md is not None else None
+        out[f"machine_cpu_us_tunnel_{sz}"] = round(mt, 3) if mt is not None else None
+    p("   (user+sys from /proc/PID/stat, all threads, 10 ms ticks. path = generator + sink (+ tunnel client and")
+    p("    server): the kernel's forwarding runs as softirq inside their sys time, except what ksoftirqd takes.")
+    p("    machine = every CPU's busy time (/proc/stat) per datagram: includes anything else running on the host)")
+
+    # --- allocations
+    p("")
+    p("4. Heap allocations in steady state (LD_PRELOAD malloc/calloc/realloc/memalign counter)")
+    for r in rows:
+        if r["kind"] != "alloc":
+            continue
+        d = r["data"]
+        carried = 2 * d["received"]  # each datagram the sink got was echoed back: two tunnel crossings
+        per = (r["client_allocs"] + r["server_allocs"]) / carried if carried else None
+        p(f"   {d['received']} datagrams of {d['size']} B on {d['flows']} flows at {r['rate']} pps, each echoed back "
+          f"({carried} tunnel crossings): client {r['client_allocs']} allocations, server {r['server_allocs']}"
+          f" -> {fmt(per, 4)} per datagram")
+        out["allocs_per_datagram"] = round(per, 5) if per is not None else None
+        out["allocs_client"] = r["client_allocs"]
+        out["allocs_server"] = r["server_allocs"]
+
+    # --- scale
+    p("")
+    p("5. Scale: concurrent flows through the CLI (one datagram each, echoed; <= 256 outstanding)")
+    for r in rows:
+        if r["kind"] != "scale":
+            continue
+        d = r["data"]
+        n = max(d["established"], 1)
+        dc = (r["rss_client_after_kib"] - r["rss_client_before_kib"]) / n
+        ds = (r["rss_server_after_kib"] - r["rss_server_before_kib"]) / n
+        p(f"   {d['established']}/{d['flows']} flows established in {d['secs']:.2f} s: {d['flows_per_s']:.0f} handshakes/s "
+          f"(first echo p50 {d['first_echo_p50_us'] / 1000:.1f} ms, p99 {d['first_echo_p99_us'] / 1000:.1f} ms; "
+          f"retries {d['retries']}, failed {d['failed']})")
+        p(f"   open connections: client {r['open_client']}, server {r['open_server']}")
+        p(f"   RSS client {r['rss_client_before_kib']} -> {r['rss_client_after_kib']} KiB ({dc:.2f} KiB/flow), "
+          f"server {r['rss_server_before_kib']} -> {r['rss_server_after_kib']} KiB ({ds:.2f} KiB/flow); "
+          f"peak {r['hwm_client_kib']} / {r['hwm_server_kib']} KiB")
+        out.update(scale_flows=d["flows"], scale_established=d["established"],
+                   scale_handshakes_per_s=round(d["flows_per_s"], 1),
+                   rss_client_kib=r["rss_client_after_kib"], rss_server_kib=r["rss_server_after_kib"],
+                   rss_client_kib_per_flow=round(dc, 3), rss_server_kib_per_flow=round(ds, 3))
+    if elapsed is not None:
+        p("")
+        p(f"elapsed {elapsed:.0f} s")
+        out["elapsed_s"] = round(elapsed, 1)
+    print("\n".join(lines))
+    # The headline keys first, then the rest.
+    head = ["ratio_1400", "ratio_64", "ratio_1400_16flows", "cpu_us_client_1400", "cpu_us_server_1400",
+            "rtt_added_p50_us", "allocs_per_datagram"]
+    final = {k: out.get(k) for k in head}
+    final.update({k: v for k, v in out.items() if k not in final})
+    print(json.dumps(final, separators=(",", ":")))
+
+
+if __name__ == "__main__":
+    main()

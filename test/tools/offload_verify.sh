@@ -1,0 +1,133 @@
+#!/bin/bash
+# offload_verify.sh PROBE — what the kernel does with TUN vnet-header offloads
+# (a verification script, not part of `make test`; root; needs ip, ethtool,
+# tcpdump and /usr/bin/python3 with scapy).
+#
+# Two throw-away namespaces joined by a veth pair; all traffic stays inside:
+#
+#   oA: tunA 10.77.0.1 <-> 10.77.0.2 (the "stack"), vA 192.168.77.1, forwarding
+#   oB: vB 192.168.77.2, tunB 10.88.0.1 <-> 10.88.0.2, forwarding
+#
+# TX:  offload_probe writes one super-packet of 40 x 1000-byte fake-TCP
+#      segments into tunA; tcpdump on vB (in oB) shows what left oA.
+# RX:  40 x 1000-byte segments head for 10.77.0.2 from oB (a super-packet
+#      written into tunB, or scapy); offload_probe reads tunA and reports
+#      whether they arrive as GSO super-packets and split cleanly.
+set -u
+PROBE=${1:?usage: offload_verify.sh path/to/offload_probe}
+PY=/usr/bin/python3
+SFX=$(head -c4 /dev/urandom | od -An -tx1 | tr -d ' \n')
+A=oA-$SFX
+B=oB-$SFX
+TMP=$(mktemp -d)
+PIDS=()
+
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    wait 2>/dev/null
+    ip netns del "$A" 2>/dev/null
+    ip netns del "$B" 2>/dev/null
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+# ---- topology
+ip netns add "$A" && ip netns add "$B" || exit 1
+ip -n "$A" link add vA type veth peer name vB netns "$B"
+ip -n "$A" addr add 192.168.77.1/24 dev vA
+ip -n "$B" addr add 192.168.77.2/24 dev vB
+for n in "$A" "$B"; do
+    ip -n "$n" link set lo up
+    ip netns exec "$n" sysctl -qw net.ipv4.ip_forward=1
+done
+ip -n "$A" link set vA up
+ip -n "$B" link set vB up
+ip -n "$B" route add 10.77.0.0/24 via 192.168.77.1
+ip -n "$A" route add 10.88.0.0/24 via 192.168.77.2
+
+analyze() {  # pcap -> segments, lengths, seqs, IDs, checksums
+    $PY - "$1" <<'EOF'
+import sys
+from scapy.all import rdpcap, IP, TCP
+pk = [p for p in rdpcap(sys.argv[1]) if IP in p and TCP in p and p[TCP].dport == 7777]
+bad = 0
+for p in pk:
+    ip = p[IP]
+    raw = bytes(ip)
+    re = IP(raw)
+    c_ip, c_tcp = re.chksum, re[TCP].chksum
+    del re.chksum
+    del re[TCP].chksum
+    re2 = IP(bytes(re))
+    bad += (c_ip != re2.chksum) or (c_tcp != re2[TCP].chksum)
+seqs = [p[TCP].seq for p in pk]
+steps = sorted(set(b - a for a, b in zip(seqs, seqs[1:])))
+print(f"  captured {len(pk)} TCP packet(s) to :7777; IP lengths {sorted(set(p[IP].len for p in pk))}")
+if pk:
+    print(f"  seq {seqs[0]}..{seqs[-1]}, steps {steps}; IP IDs {[p[IP].id for p in pk][:6]}{'...' if len(pk) > 6 else ''}"
+          f"; DF {all(p[IP].flags.DF for p in pk)}; flags {sorted(set(str(p[TCP].flags) for p in pk))}")
+print(f"  checksums: {len(pk) - bad} valid, {bad} invalid")
+EOF
+}
+
+tx_case() {  # title, then ethtool settings for vA
+    local title=$1; shift
+    echo "== TX: $title"
+    [ $# -gt 0 ] && ip netns exec "$A" ethtool -K vA "$@" >/dev/null
+    ip netns exec "$B" tcpdump -i vB -n -s 200 -w "$TMP/tx.pcap" tcp port 7777 2>/dev/null &
+    local cap=$!
+    PIDS+=("$cap")
+    sleep 1
+    ip netns exec "$A" "$PROBE" tx tunA 10.77.0.1 10.77.0.2 192.168.77.2 7777 40 1000 | sed 's/^/  /'
+    sleep 0.5
+    kill "$cap"; wait "$cap" 2>/dev/null
+    analyze "$TMP/tx.pcap"
+}
+
+rx_case() {  # title, sender ("probe" or "scapy"); ethtool settings are set by the caller
+    local title=$1 sender=$2
+    echo "== RX: $title"
+    ip netns exec "$A" "$PROBE" rx tunA 10.77.0.1 10.77.0.2 4 > "$TMP/rx.txt" &
+    local rxp=$!
+    PIDS+=("$rxp")
+    sleep 1
+    if [ "$sender" = probe ]; then
+        ip netns exec "$B" "$PROBE" tx tunB 10.88.0.1 10.88.0.2 10.77.0.2 5555 40 1000 >/dev/null
+    else
+        ip netns exec "$B" $PY - <<'EOF'
+from scapy.all import IP, TCP, Raw, Ether, sendp, get_if_hwaddr, conf
+import subprocess, re, socket
+conf.verb = 0
+out = subprocess.run(["ip", "neigh", "show", "192.168.77.1"], capture_output=True, text=True).stdout
+if "lladdr" not in out:
+    subprocess.run(["ping", "-c1", "-W1", "192.168.77.1"], capture_output=True)
+    out = subprocess.run(["ip", "neigh", "show", "192.168.77.1"], capture_output=True, text=True).stdout
+dst = re.search(r"lladdr (\S+)", out).group(1)
+eth = Ether(src=get_if_hwaddr("vB"), dst=dst)
+frames = [bytes(eth / IP(src="10.88.0.2", dst="10.77.0.2", flags="DF", id=0) /
+                TCP(sport=5555, dport=5555, flags="A", seq=1000 + i * 1000, ack=1) / Raw(bytes([i]) * 1000))
+          for i in range(40)]
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("vB", 0))
+for f in frames:
+    s.send(f)
+EOF
+    fi
+    wait "$rxp"
+    grep -v '^tun ' "$TMP/rx.txt" | sed 's/^/  /' | awk '{ if (NR <= 6 || /summary/) print; else if (NR == 7) print "  ..." }'
+}
+
+echo "kernel $(uname -r)"
+tx_case "veth vA with its default offloads (TSO on)"
+ip netns exec "$A" ethtool -k vA | grep -E '^(tcp-segmentation-offload|generic-segmentation-offload|generic-receive-offload):' | sed 's/^/  vA /'
+tx_case "TSO and GSO off on vA: the kernel segments in software before the wire" tso off gso off
+ip netns exec "$A" ethtool -K vA tso on gso on >/dev/null
+
+rx_case "super-packet from tunB, default veth offloads (GSO skb passes through)" probe
+ip netns exec "$B" ethtool -K vB tso off gso off >/dev/null
+ip netns exec "$A" ethtool -K vA gro off >/dev/null
+rx_case "tunB super-packet segmented on vB, GRO off on vA" probe
+ip netns exec "$A" ethtool -K vA gro on >/dev/null
+rx_case "tunB super-packet segmented on vB, GRO on on vA (veth NAPI)" probe
+rx_case "scapy burst of 40 segments from oB, GRO on on vA" scapy
+ip netns exec "$A" ethtool -k tunA 2>/dev/null | grep -E '^(tcp-segmentation-offload|tx-checksumming|generic-receive-offload):|mangleid' | sed 's/^/  tunA /'
