@@ -1269,11 +1269,12 @@ struct Stack::Impl {
         establish(c);
         c.last_ack_sent = c.rcv_nxt;
         push_event(EventType::accepted, c);
-        if (seg.payload.size) {
-            on_data(c, seg, now);
-        } else {
-            schedule(c);
-        }
+        if (seg.payload.size) on_data(c, seg, now);
+        // The window in our SYN-ACK is unscaled (RFC 7323), so a stateful
+        // firewall lets the client send only 64 KiB past our ACK until it
+        // sees a scaled window from us. One pure ACK now advertises it.
+        send_pure_ack(c);
+        schedule(c);
     }
 
     void on_established(Conn& c, const Segment& seg, TimePoint now) {

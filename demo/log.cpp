@@ -23,10 +23,6 @@ const char* level_tag(LogLevel level) {
     return "?";
 }
 
-}  // namespace
-
-namespace {
-
 // Formats "<timestamp> <LEVEL> <message>\n" into `line`; returns its length.
 size_t format_line(char* line, size_t cap, LogLevel level, const char* format, va_list ap) {
     struct timespec ts {};

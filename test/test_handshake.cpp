@@ -251,7 +251,7 @@ TEST_CASE("listen_syn_ack_handshake_accepted") {
     CHECK(h.stack.next_deadline() == kT0 + 1s);
     h.advance(50ms);
     h.in(in.ack(1001, 1));
-    CHECK(h.tx() == pkts());
+    CHECK(h.tx() == pkts(out.ack(1, 1001)));  // the scaled window, for conntrack
     Evs e = h.events();
     REQUIRE(e.size() == 1);
     CHECK(e[0] == ev_accepted(e[0].conn));
@@ -320,6 +320,7 @@ TEST_CASE("syn_received_late_ack_accepted_and_stops_timer") {
     h.at(kT0 + 1500ms);
     h.in(kIn4.ack(1001, 1));
     CHECK(h.events().size() == 1);
+    CHECK(h.tx() == pkts(kIn4.reversed().ack(1, 1001)));  // the pure ACK on accept, nothing else
     CHECK(h.stack.next_deadline() == std::nullopt);
     h.at(kT0 + 10s);
     CHECK(h.tx() == pkts());
@@ -413,6 +414,7 @@ TEST_CASE("half_open_limit_refuses_syn") {
     CHECK(h.stats().half_open_connections == 3);
     h.in(from(40000).ack(101, 1));  // one completes: room for one more
     CHECK(h.events().size() == 1);
+    CHECK(h.tx() == pkts(from(40000).reversed().ack(1, 101)));
     h.in(from(40003).syn(100));
     CHECK(h.tx() == pkts(from(40003).reversed().syn_ack(0, 101)));
 }

@@ -55,7 +55,10 @@ ft::ConnId accept_golden(Harness& h, bool v6) {
     h.in_bytes(v6 ? bytes(golden::kPeerSynV6) : bytes(golden::kPeerSynV4));
     REQUIRE(h.tx().size() == 1);
     h.in_bytes(v6 ? bytes(golden::kPeerAckV6) : bytes(golden::kPeerAckV4));
-    REQUIRE(h.tx().empty());
+    Packets ack = h.tx();  // one pure ACK on accept: it carries the scaled window
+    REQUIRE(ack.size() == 1);
+    REQUIRE(ack[0].flags == 0x10);
+    REQUIRE(ack[0].payload.empty());
     Evs e = h.events();
     REQUIRE(e.size() == 1);
     REQUIRE(e[0].type == ft::EventType::accepted);

@@ -23,8 +23,8 @@
 # A benchmark, not a test: nothing here asserts on a number; it fails only when
 # it cannot measure (a process died, the topology did not come up).
 #
-# Knobs (environment): BENCH_REPS (3), BENCH_PROBE_S (1.0 s per knee probe),
-# BENCH_SCALE_FLOWS (10000), BENCH_KNEE_BUDGET_S (200: later repetitions are
+# Knobs (environment): BENCH_REPS (3), BENCH_PROBE_S (0.8 s per knee probe),
+# BENCH_SCALE_FLOWS (10000), BENCH_KNEE_BUDGET_S (185: later repetitions are
 # skipped once the knee phase has run this long), BENCH_SIZES ("64 512 1400").
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$BENCH_DIR/../lib.sh" "${1:-}"
@@ -38,9 +38,9 @@ need_binary
 [ -f "$SHIM" ] || fail "$SHIM is missing (make build/alloccount.so)"
 
 REPS=${BENCH_REPS:-3}
-PROBE_S=${BENCH_PROBE_S:-1.0}
+PROBE_S=${BENCH_PROBE_S:-0.8}
 SCALE_FLOWS=${BENCH_SCALE_FLOWS:-10000}
-KNEE_BUDGET_S=${BENCH_KNEE_BUDGET_S:-200}
+KNEE_BUDGET_S=${BENCH_KNEE_BUDGET_S:-185}
 SIZES=${BENCH_SIZES:-"64 512 1400"}
 FLOW_COUNTS="1 16"
 RES="$WORK/results.jsonl"
@@ -70,6 +70,16 @@ check_alive() {
 }
 log_file "$WORK/gen.log"
 
+# CPU busy share of the whole machine over 1 s, in percent of all CPUs: other
+# work on the host makes every number here noisy, so the summary reports it.
+host_busy_pct() {
+    local a b
+    a=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
+    sleep 1
+    b=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
+    awk -v a="$a" -v b="$b" 'BEGIN{split(a, x, " "); split(b, y, " "); printf "%.1f", 100 * (y[1] - x[1]) / (y[2] - x[2])}'
+}
+
 topo_up
 say "topology up (suffix $SUF); $(nproc) CPUs, probes ${PROBE_S}s, $REPS repetitions"
 
@@ -78,6 +88,8 @@ bg SINK "$NS_S" sink "$UDPGEN" sink --bind 0.0.0.0:7000 --ctl "$CTL" --ready "$W
 wait_for 5 test -e "$WORK/sink.ready" || fail "the sink did not start"
 start_server SRV server --remote 127.0.0.1:7000
 start_client CLI client --local "$TUNNEL_TARGET" --remote "$S_IP4:$PUB_PORT"
+busy0=$(host_busy_pct)
+say "host CPU busy before any traffic: $busy0 % (of $(nproc) CPUs)"
 # One echo each way proves both paths before any timing.
 out=$(gen 10 ping --target "$DIRECT_TARGET" --count 5 --warmup 1 --sport-base 20999) || fail "direct ping: $out"
 [ "$(jnum lost "$out")" = 0 ] || fail "the direct path loses pings: $out"
@@ -122,7 +134,7 @@ for ((rep = 1; rep <= REPS; rep++)); do
                 key="$path-$size-$flows"
                 hint=${HINT[$key]:-}
                 out=$(gen 60 knee --target "$target" --size "$size" --flows "$flows" --sport-base "$sport" \
-                    --sink-ctl "$CTL" --probe-s "$PROBE_S" ${hint:+--hint "$hint"} --label "$path/$size/$flows/rep$rep") \
+                    --threads 2 --sink-ctl "$CTL" --probe-s "$PROBE_S" ${hint:+--hint "$hint"} --label "$path/$size/$flows/rep$rep") \
                     || fail "knee $key rep $rep: $(tail -n 3 "$WORK/gen.log")"
                 result knee "\"path\":\"$path\",\"rep\":$rep" "$out"
                 k=$(jnum knee_pps "$out")
@@ -211,7 +223,10 @@ snap() {  # snap N: wait for dump number N of both processes
     kill -USR2 "$CLI" "$SRV"
     wait_for 3 _dumps "$1" || fail "no allocation counts from the shim (alloc.$CLI / alloc.$SRV)"
 }
-_dumps() { [ "$(wc -l <"$WORK/alloc.$CLI" 2>/dev/null || echo 0)" -ge "$1" ] && [ "$(wc -l <"$WORK/alloc.$SRV" 2>/dev/null || echo 0)" -ge "$1" ]; }
+_dumps() {
+    [ -f "$WORK/alloc.$CLI" ] && [ -f "$WORK/alloc.$SRV" ] &&
+        [ "$(wc -l <"$WORK/alloc.$CLI")" -ge "$1" ] && [ "$(wc -l <"$WORK/alloc.$SRV")" -ge "$1" ]
+}
 snap 1
 out=$(gen 30 send --target "$TUNNEL_TARGET" --size 512 --flows 16 --sport-base 24000 --rate "$arate" \
     --count "$acount" --echo --sink-ctl "$CTL" --quiet) || fail "alloc run: $out"
@@ -222,7 +237,7 @@ alloc_fields() {  # alloc_fields FILE: the two dumps' total allocation calls, "a
 }
 read -r c0 c1 <<<"$(alloc_fields "$WORK/alloc.$CLI")"
 read -r s0 s1 <<<"$(alloc_fields "$WORK/alloc.$SRV")"
-result alloc "\"client_allocs\":$((c1 - c0)),\"server_allocs\":$((s1 - s0)),\"rate\":$arate" "$out"
+result alloc "\"client_allocs\":$((c1 - c0)),\"server_allocs\":$((s1 - s0)),\"client_allocs_before\":$c0,\"server_allocs_before\":$s0,\"rate\":$arate" "$out"
 say "allocs over $(jnum received "$out") datagrams (512 B, 16 flows, echoed): client $((c1 - c0)), server $((s1 - s0))"
 
 # --- 5. scale: 10 000 flows ------------------------------------------------------------
@@ -240,6 +255,9 @@ open_c=$(stat_value "$WORK/client-scale.log" open_connections)
 result scale "\"rss_client_before_kib\":$rc0,\"rss_client_after_kib\":$rc1,\"rss_server_before_kib\":$rs0,\"rss_server_after_kib\":$rs1,\"hwm_client_kib\":$hc,\"hwm_server_kib\":$hs,\"open_server\":${open_s:-0},\"open_client\":${open_c:-0}" "$out"
 say "scale: $(jnum established "$out")/$SCALE_FLOWS flows in $(jnum secs "$out") s ($(jnum flows_per_s "$out")/s);" \
     "RSS client ${rc0}->${rc1} KiB, server ${rs0}->${rs1} KiB; open: client ${open_c:-?} server ${open_s:-?}"
+
+busy1=$(host_busy_pct)
+result host "\"busy_before_pct\":$busy0,\"busy_after_pct\":$busy1,\"cpus\":$(nproc)" '{}'
 
 step "summary"
 $PY "$BENCH_DIR/summarize.py" "$RES" "$(elapsed)" || fail "summarize.py failed"

@@ -34,31 +34,38 @@ def main():
     p = lines.append
 
     # --- knees
-    knees = {}
+    knees, limited = {}, {}
     for r in rows:
         if r["kind"] != "knee":
             continue
         d = r["data"]
         knees.setdefault((r["path"], d["size"], d["flows"]), []).append(d["knee_pps"])
+        if d.get("sender_limited"):
+            limited.setdefault((r["path"], d["size"], d["flows"]), []).append(r["rep"])
     sizes = sorted({k[1] for k in knees})
     flows = sorted({k[2] for k in knees})
     p("faketcp benchmark: tunnel vs plain UDP over the same namespaces (client -- router NAT/conntrack -- server)")
     p("")
     p("1. Knee: highest offered rate with < 1 % loss (median of repetitions; Mbit/s of UDP payload)")
-    p(f"   {'size':>5} {'flows':>5} | {'direct kpps':>11} {'Mbit/s':>8} | {'tunnel kpps':>11} {'Mbit/s':>8} | {'ratio':>6}  reps (tunnel kpps)")
+    p(f"   {'size':>5} {'flows':>5} | {'direct kpps':>11} {'Mbit/s':>8} | {'tunnel kpps':>11} {'Mbit/s':>8} | {'ratio':>6}  each rep kpps: direct / tunnel")
     for fl in flows:
         for sz in sizes:
             d = med(knees.get(("direct", sz, fl), []))
             t = med(knees.get(("tunnel", sz, fl), []))
             rt = ratio(t, d)
-            reps = ",".join(f"{x / 1000:.0f}" for x in knees.get(("tunnel", sz, fl), []))
-            p(f"   {sz:>5} {fl:>5} | {fmt(d and d / 1000):>11} {fmt(d and d * sz * 8 / 1e6):>8} | "
-              f"{fmt(t and t / 1000):>11} {fmt(t and t * sz * 8 / 1e6):>8} | {fmt(rt, 3):>6}  {reps}")
+            reps = " / ".join(",".join(f"{x / 1000:.0f}" for x in knees.get((path, sz, fl), []))
+                              for path in ("direct", "tunnel"))
+            star = {path: "*" if len(limited.get((path, sz, fl), [])) * 2 > len(knees.get((path, sz, fl), [1]))
+                    else " " for path in ("direct", "tunnel")}
+            p(f"   {sz:>5} {fl:>5} | {fmt(d and d / 1000):>10}{star['direct']} {fmt(d and d * sz * 8 / 1e6):>8} | "
+              f"{fmt(t and t / 1000):>10}{star['tunnel']} {fmt(t and t * sz * 8 / 1e6):>8} | {fmt(rt, 3):>6}  {reps}")
             sfx = f"_{sz}" if fl == 1 else f"_{sz}_{fl}flows"
             out["ratio" + sfx] = round(rt, 4) if rt is not None else None
             out["knee_kpps_direct" + sfx] = round(d / 1000, 2) if d is not None else None
             out["knee_kpps_tunnel" + sfx] = round(t / 1000, 2) if t is not None else None
 
+    if limited:
+        p("   * the sender could not offer more, and nothing was lost: a floor, not a knee (most repetitions)")
     for r in rows:
         if r["kind"] == "router":
             p(f"   router conntrack INVALID drops during the knee searches: {r['invalid_drops']}")
@@ -126,6 +133,14 @@ def main():
         out[f"path_cpu_ratio_{sz}"] = round(ratio(pt, pd), 3) if ratio(pt, pd) else None
         out[f"machine_cpu_us_direct_{sz}"] = round(md, 3) if md is not None else None
         out[f"machine_cpu_us_tunnel_{sz}"] = round(mt, 3) if mt is not None else None
+    bg = []
+    for (path, sz), v in cpu.items():
+        for x in v:
+            if x["path"] is not None:
+                bg.append((x["machine"] - x["path"]) * x["rate"] / 1e6)  # CPUs busy with other work
+    if bg:
+        p(f"   other work on the host during this phase: {med(bg):.2f} CPUs (machine busy minus the path's processes)")
+        out["host_other_cpus_during_cpu_phase"] = round(med(bg), 3)
     p("   (user+sys from /proc/PID/stat, all threads, 10 ms ticks. path = generator + sink (+ tunnel client and")
     p("    server): the kernel's forwarding runs as softirq inside their sys time, except what ksoftirqd takes.")
     p("    machine = every CPU's busy time (/proc/stat) per datagram: includes anything else running on the host)")
@@ -167,6 +182,13 @@ def main():
                    scale_handshakes_per_s=round(d["flows_per_s"], 1),
                    rss_client_kib=r["rss_client_after_kib"], rss_server_kib=r["rss_server_after_kib"],
                    rss_client_kib_per_flow=round(dc, 3), rss_server_kib_per_flow=round(ds, 3))
+    for r in rows:
+        if r["kind"] == "host":
+            p("")
+            p(f"host: {r['cpus']} CPUs; busy before the run {r['busy_before_pct']} %, after it {r['busy_after_pct']} % "
+              "(other work on the host makes every number above noisy)")
+            out["host_busy_before_pct"] = r["busy_before_pct"]
+            out["host_busy_after_pct"] = r["busy_after_pct"]
     if elapsed is not None:
         p("")
         p(f"elapsed {elapsed:.0f} s")

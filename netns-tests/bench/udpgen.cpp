@@ -564,7 +564,7 @@ int mode_knee(const Args& a) {
     const std::string label = a.str("label", "knee");
 
     std::vector<ProbeResult> probes;
-    probes.reserve(size_t(max_probes) + 2);  // `best` points into it
+    probes.reserve(size_t(max_probes) + 4);  // `best` points into it
     auto run_probe = [&](double rate) -> const ProbeResult& {
         probes.push_back(probe(snd, ctl, rate, secs, warm, 0, nullptr));
         const ProbeResult& p = probes.back();
@@ -605,13 +605,17 @@ int mode_knee(const Args& a) {
         record(c);
         r = std::max(1000.0, ceiling * 0.9);
     }
-    // Bracket: up by x1.3 while passing, down by halves while failing.
-    while (int(probes.size()) < max_probes && !(lo > 0 && hi > 0)) {
-        if (hi > 0 && r >= hi) r = std::sqrt(std::max(lo, hi / 2) * hi);
+    // Bracket: up by x1.3 while passing, down (by halves; from a hint by x0.75)
+    // while failing.
+    const double down = hint > 0 ? 0.75 : 0.5;
+    // Until something passes, up to 3 probes more than --max-probes.
+    while ((int(probes.size()) < max_probes || (lo == 0 && int(probes.size()) < max_probes + 3)) &&
+           !(lo > 0 && hi > 0)) {
+        if (hi > 0 && r >= hi) r = hi * down;
         const bool ok = record(run_probe(r));
         if (ok)
             r *= 1.3;
-        else if ((r /= 2) < 500)
+        else if ((r *= down) < 500)
             break;
     }
     // Geometric bisection down to 8 %.

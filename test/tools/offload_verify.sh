@@ -66,7 +66,7 @@ print(f"  captured {len(pk)} TCP packet(s) to :7777; IP lengths {sorted(set(p[IP
 if pk:
     print(f"  seq {seqs[0]}..{seqs[-1]}, steps {steps}; IP IDs {[p[IP].id for p in pk][:6]}{'...' if len(pk) > 6 else ''}"
           f"; DF {all(p[IP].flags.DF for p in pk)}; flags {sorted(set(str(p[TCP].flags) for p in pk))}")
-print(f"  checksums: {len(pk) - bad} valid, {bad} invalid")
+print(f"  checksums (IP and TCP, recomputed by scapy): {len(pk) - bad} valid, {bad} not" + (" (CHECKSUM_PARTIAL: veth offloads them)" if bad and len(pk) == 1 else ""))
 EOF
 }
 
@@ -84,26 +84,22 @@ tx_case() {  # title, then ethtool settings for vA
     analyze "$TMP/tx.pcap"
 }
 
-rx_case() {  # title, sender ("probe" or "scapy"); ethtool settings are set by the caller
+rx_case() {  # title, sender: probe (tunB super-packet), burst-fixed / burst-inc (sendmmsg), scapy
     local title=$1 sender=$2
     echo "== RX: $title"
-    ip netns exec "$A" "$PROBE" rx tunA 10.77.0.1 10.77.0.2 4 > "$TMP/rx.txt" &
+    ip netns exec "$A" "$PROBE" rx tunA 10.77.0.1 10.77.0.2 3 > "$TMP/rx.txt" &
     local rxp=$!
     PIDS+=("$rxp")
     sleep 1
-    if [ "$sender" = probe ]; then
-        ip netns exec "$B" "$PROBE" tx tunB 10.88.0.1 10.88.0.2 10.77.0.2 5555 40 1000 >/dev/null
-    else
-        ip netns exec "$B" $PY - <<'EOF'
-from scapy.all import IP, TCP, Raw, Ether, sendp, get_if_hwaddr, conf
-import subprocess, re, socket
-conf.verb = 0
-out = subprocess.run(["ip", "neigh", "show", "192.168.77.1"], capture_output=True, text=True).stdout
-if "lladdr" not in out:
-    subprocess.run(["ping", "-c1", "-W1", "192.168.77.1"], capture_output=True)
-    out = subprocess.run(["ip", "neigh", "show", "192.168.77.1"], capture_output=True, text=True).stdout
-dst = re.search(r"lladdr (\S+)", out).group(1)
-eth = Ether(src=get_if_hwaddr("vB"), dst=dst)
+    local mac
+    mac=$(ip -n "$A" -o link show vA | sed 's/.*link\/ether \([0-9a-f:]*\).*/\1/')
+    case $sender in
+    probe) ip netns exec "$B" "$PROBE" tx tunB 10.88.0.1 10.88.0.2 10.77.0.2 5555 40 1000 >/dev/null ;;
+    burst-*) ip netns exec "$B" taskset -c 0 "$PROBE" burst vB "$mac" 10.88.0.2 10.77.0.2 40 1000 "${sender#burst-}" >/dev/null ;;
+    scapy) ip netns exec "$B" $PY - "$mac" <<'EOF'
+import sys, socket
+from scapy.all import IP, TCP, Raw, Ether, get_if_hwaddr
+eth = Ether(src=get_if_hwaddr("vB"), dst=sys.argv[1])
 frames = [bytes(eth / IP(src="10.88.0.2", dst="10.77.0.2", flags="DF", id=0) /
                 TCP(sport=5555, dport=5555, flags="A", seq=1000 + i * 1000, ack=1) / Raw(bytes([i]) * 1000))
           for i in range(40)]
@@ -112,22 +108,36 @@ s.bind(("vB", 0))
 for f in frames:
     s.send(f)
 EOF
-    fi
+    ;;
+    esac
     wait "$rxp"
-    grep -v '^tun ' "$TMP/rx.txt" | sed 's/^/  /' | awk '{ if (NR <= 6 || /summary/) print; else if (NR == 7) print "  ..." }'
+    grep -v '^tun ' "$TMP/rx.txt" | sed 's/^/  /' | awk '{ if (NR <= 3 || /summary/) print; else if (NR == 4) print "  ..." }'
 }
 
 echo "kernel $(uname -r)"
-tx_case "veth vA with its default offloads (TSO on)"
-ip netns exec "$A" ethtool -k vA | grep -E '^(tcp-segmentation-offload|generic-segmentation-offload|generic-receive-offload):' | sed 's/^/  vA /'
-tx_case "TSO and GSO off on vA: the kernel segments in software before the wire" tso off gso off
-ip netns exec "$A" ethtool -K vA tso on gso on >/dev/null
+tx_case "veth vA with its default offloads (TSO, checksum offload on)"
+tx_case "TSO, GSO and tx checksumming off on vA: segments and checksums made in software, as on a plain NIC" \
+    tso off gso off tx off
+ip netns exec "$A" ethtool -K vA tso on gso on tx on >/dev/null
 
-rx_case "super-packet from tunB, default veth offloads (GSO skb passes through)" probe
-ip netns exec "$B" ethtool -K vB tso off gso off >/dev/null
+rx_case "super-packet written to tunB, default veth offloads (the GSO skb passes through whole)" probe
+ip netns exec "$B" ethtool -K vB tso off gso off >/dev/null  # segments on vB, as on a wire
 ip netns exec "$A" ethtool -K vA gro off >/dev/null
 rx_case "tunB super-packet segmented on vB, GRO off on vA" probe
+# GRO on vA: veth then receives through NAPI; run it as a thread on another
+# CPU, so a burst queues up before the poll, as on a NIC.
 ip netns exec "$A" ethtool -K vA gro on >/dev/null
-rx_case "tunB super-packet segmented on vB, GRO on on vA (veth NAPI)" probe
-rx_case "scapy burst of 40 segments from oB, GRO on on vA" scapy
-ip netns exec "$A" ethtool -k tunA 2>/dev/null | grep -E '^(tcp-segmentation-offload|tx-checksumming|generic-receive-offload):|mangleid' | sed 's/^/  tunA /'
+ip netns exec "$A" sh -c 'echo 1 > /sys/class/net/vA/threaded'
+if [ "$(nproc)" -ge 2 ]; then
+    for k in $(ps -eo pid,comm | awk '/napi\/vA/ {print $1}'); do taskset -p -c 1 "$k" >/dev/null; done
+fi
+rx_case "tunB super-packet segmented on vB (IDs 0, 1, 2, ...), GRO on vA" probe
+rx_case "sendmmsg burst of 40 segments, all IPv4 ID 0 (fake TCP's wire format), GRO on vA" burst-fixed
+rx_case "sendmmsg burst of 40 segments, incrementing IPv4 IDs, GRO on vA" burst-inc
+rx_case "scapy: 40 segments sent one by one from Python, GRO on vA" scapy
+echo "== tunA features while open"
+ip netns exec "$A" "$PROBE" rx tunA 10.77.0.1 10.77.0.2 1 >/dev/null &
+PIDS+=("$!")
+sleep 0.5
+ip netns exec "$A" ethtool -k tunA | grep -E '^(tx-checksumming|tcp-segmentation-offload):|tx-tcp(6)?-segmentation|mangleid' | sed 's/^/  /'
+wait
