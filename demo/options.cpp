@@ -1,6 +1,7 @@
 // demo/options.cpp — see options.h.
 #include "demo/options.h"
 
+#include <algorithm>
 #include <netdb.h>
 #include <sys/socket.h>
 
@@ -33,6 +34,9 @@ enum class Flag : uint8_t {
     queues,
     stats_interval,
     no_offload,
+    max_connections,
+    max_half_open,
+    reply_rate,
     help,
     version,
     count_,
@@ -61,6 +65,9 @@ constexpr FlagSpec kFlags[] = {
     {Flag::queues, "queues", 0, true},
     {Flag::stats_interval, "stats-interval", 0, true},
     {Flag::no_offload, "no-offload", 0, false},
+    {Flag::max_connections, "max-connections", 0, true},
+    {Flag::max_half_open, "max-half-open", 0, true},
+    {Flag::reply_rate, "reply-rate", 0, true},
     {Flag::help, "help", 'h', false},
     {Flag::version, "version", 'V', false},
 };
@@ -74,6 +81,8 @@ struct Defaults {
 constexpr Defaults kClientDefaults{"192.168.200.1", "192.168.200.2", "fcc8::1", "fcc8::2"};
 constexpr Defaults kServerDefaults{"192.168.201.1", "192.168.201.2", "fcc9::1", "fcc9::2"};
 constexpr uint32_t kMaxQueues = 256;  // the kernel's MAX_TAP_QUEUES
+constexpr uint64_t kMaxConnections = 1u << 24;
+constexpr uint64_t kMaxReplyRate = 10000000;
 constexpr uint64_t kMaxSeconds = 100u * 365 * 24 * 3600;
 
 const FlagSpec* find_long(std::string_view name) {
@@ -268,6 +277,11 @@ std::string usage(std::optional<Mode> mode) {
     s += "      --log-level LEVEL       error, warn, info or debug (default: $FAKETCP_LOG, else info)\n";
     s += "      --no-offload            no TUN offloads (GSO/GRO): one packet per read and write;\n"
          "                              slower, but captures on the TUN show plain packets\n";
+    s += "      --max-connections N     connection slots, preallocated (default: 16384)\n";
+    s += "      --max-half-open N       handshakes in progress at once; SYNs beyond are dropped\n"
+         "                              (default: 1024)\n";
+    s += "      --reply-rate N          RSTs to unknown segments and challenge ACKs per second,\n"
+         "                              also the burst; 0 sends none (default: 1000)\n";
     s += "  -h, --help                  print this help and exit\n";
     s += "  -V, --version               print the version and exit\n";
     s += "\n"
@@ -469,6 +483,29 @@ ParseResult parse_command_line(const std::vector<std::string_view>& args, const 
         std::optional<uint64_t> v = parse_uint(text, kMaxSeconds);
         if (!v) return fail("--stats-interval: expected a whole number of seconds (0 = off), got " + quote(text));
         o.stats_interval_s = static_cast<uint32_t>(*v);
+    }
+
+    if (has(Flag::max_connections)) {
+        std::string_view text = *get(Flag::max_connections);
+        std::optional<uint64_t> v = parse_uint(text, kMaxConnections);
+        if (!v || *v == 0) return fail("--max-connections: expected a number 1-16777216, got " + quote(text));
+        o.max_connections = static_cast<uint32_t>(*v);
+    }
+    if (has(Flag::max_half_open)) {
+        std::string_view text = *get(Flag::max_half_open);
+        std::optional<uint64_t> v = parse_uint(text, kMaxConnections);
+        if (!v || *v == 0) return fail("--max-half-open: expected a number 1-16777216, got " + quote(text));
+        o.max_half_open = static_cast<uint32_t>(*v);
+    }
+    if (!has(Flag::max_half_open)) o.max_half_open = std::min(o.max_half_open, o.max_connections);
+    if (o.max_half_open > o.max_connections)
+        return fail("--max-half-open: " + std::to_string(o.max_half_open) + " is more than --max-connections " +
+                    std::to_string(o.max_connections));
+    if (has(Flag::reply_rate)) {
+        std::string_view text = *get(Flag::reply_rate);
+        std::optional<uint64_t> v = parse_uint(text, kMaxReplyRate);
+        if (!v) return fail("--reply-rate: expected a number 0-10000000 (per second), got " + quote(text));
+        o.reply_rate = static_cast<uint32_t>(*v);
     }
 
     // The client's fake-TCP connections need a local address of the server's

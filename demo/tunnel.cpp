@@ -1025,6 +1025,9 @@ int run_tunnel(const TunnelSetup& setup) {
     sc.local_v4 = o.tun_peer;
     sc.local_v6 = o.tun_peer6;
     sc.mtu = kMtu;
+    sc.max_connections = o.max_connections;
+    sc.max_half_open = o.max_half_open;
+    sc.reply_rate_per_sec = o.reply_rate;
     sc.seed = random_seed();
     sc.log = forward_library_log;
     Stack stack(sc);
