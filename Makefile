@@ -6,6 +6,10 @@
 #   make netns-test   (root) the network-namespace integration suite only
 #   make sanitize     unit tests under ASan+UBSan
 #   make fuzz         every libFuzzer target for FUZZ_SECONDS each (clang, ASan+UBSan)
+#   make soak         (root) 50 flows under injected faults and 2 server restarts, SOAK_SECONDS (600)
+#   make valgrind-demo   (root) client and server under valgrind memcheck in the topology
+#   make netns-test-asan (root) the netns suite against build/asan/faketcp (ASan+UBSan)
+#   make bench        (root) the tunnel vs plain UDP benchmark, < 5 min (netns-tests/bench/)
 #   make deps         (root) install the Debian packages the tests need
 #   make clean
 #
@@ -143,6 +147,46 @@ fuzz: $(addprefix $(BUILD)/fuzz/,$(FUZZ_TARGETS))
 	     $(BUILD)/fuzz/corpus-$$t 2>&1 | grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::peak_rss|INFO: seed corpus|==[0-9]+==ERROR|invariant)' ; \
 	  test $${PIPESTATUS[0]} -eq 0 || exit 1; \
 	done
+
+# --- hardening (root): the soak, valgrind, and the netns suite (whose 2N-*.sh are the
+#     hardening scenarios) against an ASan+UBSan build of the CLI.
+SOAK_SECONDS ?= 600
+.PHONY: soak valgrind-demo netns-test-asan
+
+$(BUILD)/asan/faketcp: $(DEMO_SRCS) $(DEMO_HDRS) $(LIB_SRCS) $(LIB_HDRS)
+	@mkdir -p $(BUILD)/asan
+	$(CXX) $(STD) $(WARN) $(SANFLAGS) -I. -o $@ $(DEMO_SRCS) $(LIB_SRCS)
+
+soak: $(BUILD)/faketcp
+	@if [ "$(IS_ROOT)" != yes ]; then echo "make soak needs root (network namespaces, TUN): run 'sudo make soak'" >&2; exit 1; fi
+	@$(MAKE) --no-print-directory deps
+	SOAK_SECONDS=$(SOAK_SECONDS) bash netns-tests/soak.sh $(BUILD)/faketcp
+
+# netns-tests/29-valgrind.sh alone (it also runs in the suite when valgrind is installed);
+# a SKIP counts as a failure here.
+valgrind-demo: $(BUILD)/faketcp
+	@if [ "$(IS_ROOT)" != yes ]; then echo "make valgrind-demo needs root (network namespaces, TUN): run 'sudo make valgrind-demo'" >&2; exit 1; fi
+	@$(MAKE) --no-print-directory deps
+	@command -v valgrind >/dev/null || { echo "valgrind-demo: installing valgrind"; export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q --no-install-recommends valgrind >/dev/null 2>&1 \
+	  || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends valgrind >/dev/null; } \
+	  || { echo "valgrind-demo: apt-get install valgrind failed" >&2; exit 1; }; }
+	@out=$$(bash netns-tests/29-valgrind.sh $(BUILD)/faketcp); rc=$$?; echo "$$out"; \
+	  [ $$rc = 0 ] && grep -q '^\[ OK \]' <<<"$$out"
+
+# Sanitizer reports go to files (log_path), so none can hide in a scenario's
+# deleted work directory; any file there fails the target, whatever the suite says.
+netns-test-asan: $(BUILD)/asan/faketcp
+	@if [ "$(IS_ROOT)" != yes ]; then echo "make netns-test-asan needs root (network namespaces, TUN): run 'sudo make netns-test-asan'" >&2; exit 1; fi
+	@$(MAKE) --no-print-directory deps
+	@rep=$$(mktemp -d /tmp/ftc-asan-reports.XXXXXX) || exit 1; \
+	  export ASAN_OPTIONS=abort_on_error=1:detect_leaks=1:log_path=$$rep/asan \
+	         UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$$rep/ubsan; \
+	  bash netns-tests/run.sh $(BUILD)/asan/faketcp; rc=$$?; \
+	  if compgen -G "$$rep/*" >/dev/null; then \
+	    echo "netns-test-asan: sanitizer reports (kept in $$rep):" >&2; \
+	    for f in $$rep/*; do echo "--- $$f" >&2; head -n 80 "$$f" >&2; done; exit 1; fi; \
+	  rm -rf "$$rep"; echo "netns-test-asan: no sanitizer report"; exit $$rc
 
 clean:
 	rm -rf $(BUILD)

@@ -554,7 +554,9 @@ public:
     bool offload() const { return vnet_hdr_len_ != 0; }
     size_t vnet_hdr_len() const { return vnet_hdr_len_; }  // 0 or offload::kVnetHdrLen
     // Why offload is off although TunConfig::offload asked for it, e.g.
-    // "TUNSETOFFLOAD on tun0: Invalid argument"; empty otherwise.
+    // "TUNSETOFFLOAD on tun0: Invalid argument", or why it is partial (the
+    // kernel refused tx-tcp-mangleid-segmentation, so GRO bursts with a fixed
+    // IPv4 ID arrive segmented); empty otherwise.
     const std::string& offload_note() const { return offload_note_; }
 
 private:

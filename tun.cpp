@@ -27,7 +27,9 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <linux/ethtool.h>
 #include <linux/if_tun.h>
+#include <linux/sockios.h>
 #include <linux/rtnetlink.h>
 #include <net/if.h>
 #include <sys/ioctl.h>
@@ -278,6 +280,75 @@ Status enable_offload(int fd, const std::string& name) {
     if (::ioctl(fd, TUNSETOFFLOAD, features) < 0) {
         const int err = errno;
         return sys_error("TUNSETOFFLOAD (TUN_F_CSUM|TUN_F_TSO4|TUN_F_TSO6) on " + name, err);
+    }
+    return {};
+}
+
+// NETIF_F_TSO_MANGLEID ("tx-tcp-mangleid-segmentation", Linux 4.6; set
+// through SIOCETHTOOL ETHTOOL_SFEATURES, 2.6.39). GRO coalesces a burst of
+// DF segments that all carry one IPv4 ID (fake TCP sends ID 0) into a
+// SKB_GSO_TCP_FIXEDID super-packet, and a device without this feature gets
+// such a packet re-segmented by the kernel first. TUN leaves it off; with it
+// on, those bursts reach parse_rx() whole. Checked on 6.18 with a veth whose
+// GRO coalesced 40 ID-0 segments: 40 reads without, one with.
+Status enable_mangleid(int sock, const std::string& name) {
+    const std::string what = "SIOCETHTOOL tx-tcp-mangleid-segmentation on " + name;
+    constexpr char kFeature[] = "tx-tcp-mangleid-segmentation";
+    auto ethtool = [&](void* data) {
+        ifreq ifr = ifreq_for(name);
+        ifr.ifr_data = static_cast<char*>(data);
+        return ::ioctl(sock, SIOCETHTOOL, &ifr);
+    };
+    // How many feature names the kernel has, then the names.
+    alignas(8) uint8_t info_buf[sizeof(ethtool_sset_info) + sizeof(uint32_t)] = {};
+    ethtool_sset_info info{};
+    info.cmd = ETHTOOL_GSSET_INFO;
+    info.sset_mask = uint64_t{1} << ETH_SS_FEATURES;
+    std::memcpy(info_buf, &info, sizeof info);
+    if (ethtool(info_buf) < 0) {
+        const int err = errno;
+        return sys_error(what + " (ETHTOOL_GSSET_INFO)", err);
+    }
+    std::memcpy(&info, info_buf, sizeof info);
+    uint32_t count = 0;
+    std::memcpy(&count, info_buf + sizeof info, sizeof count);
+    if (!(info.sset_mask & (uint64_t{1} << ETH_SS_FEATURES)) || count == 0 || count > 4096) {
+        return sys_error(what + ": no feature names", EOPNOTSUPP);
+    }
+    std::vector<uint8_t> names(sizeof(ethtool_gstrings) + size_t{count} * ETH_GSTRING_LEN);
+    ethtool_gstrings gs{};
+    gs.cmd = ETHTOOL_GSTRINGS;
+    gs.string_set = ETH_SS_FEATURES;
+    gs.len = count;
+    std::memcpy(names.data(), &gs, sizeof gs);
+    if (ethtool(names.data()) < 0) {
+        const int err = errno;
+        return sys_error(what + " (ETHTOOL_GSTRINGS)", err);
+    }
+    uint32_t bit = count;
+    for (uint32_t i = 0; i < count && bit == count; ++i) {
+        const char* n = reinterpret_cast<const char*>(names.data() + sizeof gs + size_t{i} * ETH_GSTRING_LEN);
+        if (strnlen(n, ETH_GSTRING_LEN) == sizeof kFeature - 1 && std::memcmp(n, kFeature, sizeof kFeature - 1) == 0)
+            bit = i;
+    }
+    if (bit == count) return sys_error(what + ": this kernel has no such feature", EOPNOTSUPP);
+    // Ask for that one bit.
+    const uint32_t blocks = (count + 31) / 32;
+    std::vector<uint8_t> req(sizeof(ethtool_sfeatures) + blocks * sizeof(ethtool_set_features_block));
+    ethtool_sfeatures sf{};
+    sf.cmd = ETHTOOL_SFEATURES;
+    sf.size = blocks;
+    std::memcpy(req.data(), &sf, sizeof sf);
+    ethtool_set_features_block block{};
+    block.valid = block.requested = uint32_t{1} << (bit % 32);
+    std::memcpy(req.data() + sizeof sf + (bit / 32) * sizeof block, &block, sizeof block);
+    const int r = ethtool(req.data());
+    if (r < 0) {
+        const int err = errno;
+        return sys_error(what + " (ETHTOOL_SFEATURES)", err);
+    }
+    if (r & (ETHTOOL_F_UNSUPPORTED | ETHTOOL_F_WISH)) {
+        return sys_error(what + ": the device refused it", EOPNOTSUPP);
     }
     return {};
 }
@@ -817,6 +888,10 @@ Result<Tun> Tun::open(const TunConfig& config) {
     Result<int> ifindex = query_ifindex(sock->get(), name);
     if (!ifindex) return ifindex.status();
     tun.ifindex_ = *ifindex;
+    if (tun.vnet_hdr_len_ != 0) {
+        // Not fatal: without it only fixed-ID GRO bursts arrive segmented.
+        if (Status s = enable_mangleid(sock->get(), name); !s) tun.offload_note_ = s.message();
+    }
 
     if (Status s = set_mtu(sock->get(), name, config.mtu); !s) return s;
     if (config.up) {

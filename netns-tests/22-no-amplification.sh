@@ -56,7 +56,7 @@ bg INJ "$NS_S" inject $PY "$NT_DIR/flood_inject.py" ack --iface "$TUN_S" --dst "
 last=$r0 t_last=$t0 t_quiet=$t0
 while :; do
     sleep 0.1
-    now=$(date +%s.%N) v=$(rst_out)
+    v=$(rst_out) now=$(date +%s.%N)  # the time after the read: every RST counted in v left before it
     if [ "$v" != "$last" ]; then last=$v t_last=$now t_quiet=$now; fi
     if ! alive "$INJ" && awk -v a="$now" -v b="$t_quiet" 'BEGIN { exit !(a - b > 1.0) }'; then break; fi
     awk -v a="$now" -v b="$t0" 'BEGIN { exit !(a - b > 40) }' && fail "the flood did not finish within 40 s"

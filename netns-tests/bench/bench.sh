@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # netns-tests/bench/bench.sh — the faketcp tunnel against plain UDP over the same
-# namespaces, in one run (`sudo make bench`; about 3-4 minutes on 2 cores).
+# namespaces, in one run (`sudo make bench`; about 3 minutes on 2 cores).
 #
 #   bash netns-tests/bench/bench.sh build/faketcp build/udpgen build/alloccount.so
 #
@@ -11,11 +11,18 @@
 #           TUN -> faketcp server -> the same sink on 127.0.0.1:7000
 # What it measures (progress on stderr; stdout gets the table, then ONE JSON line):
 #   1. knee: the highest offered rate with < 1 % loss, 64/512/1400-byte datagrams,
-#      1 and 16 flows; BENCH_REPS repetitions (paths alternating, first
-#      direct then tunnel, the next repetition the other way round), medians.
+#      1 and 16 flows; BENCH_REPS repetitions (paths alternating: direct first, the
+#      next repetition tunnel first), medians. udpgen knee (2 sender threads): each
+#      probe is a 0.1 s warm-up plus BENCH_PROBE_S measured at a fixed rate, counted
+#      by the sink after the path drained; a flat-out probe, then x1.3 up / halving
+#      down to bracket, then bisection to 8 %; later repetitions start from the
+#      previous knee. When the sender cannot offer more and nothing is lost (the
+#      direct path: its whole kernel path runs in the sender's syscalls), the
+#      "knee" is that rate, marked * in the table: a floor, so ratios are upper bounds.
 #   2. RTT: 2000 sequential 64-byte ping-pongs, direct and tunnelled, 3 times each.
-#   3. CPU µs per datagram of the faketcp client and server (user+sys, all threads,
-#      /proc/PID/stat) and of the whole machine (/proc/stat), at half the lower knee.
+#   3. CPU us per datagram at half the lower 1-flow knee (64 and 1400 B): the
+#      faketcp client and server (user+sys, all threads, /proc/PID/stat), the whole
+#      path (generator + sink [+ client + server]) and the machine (/proc/stat).
 #   4. allocations per datagram: the CLI restarted under build/alloccount.so
 #      (LD_PRELOAD), counts dumped (SIGUSR2) after a warm-up and after a fixed count.
 #   5. scale: 10 000 flows (distinct source ports) through a fresh client/server
@@ -23,8 +30,8 @@
 # A benchmark, not a test: nothing here asserts on a number; it fails only when
 # it cannot measure (a process died, the topology did not come up).
 #
-# Knobs (environment): BENCH_REPS (3), BENCH_PROBE_S (0.8 s per knee probe),
-# BENCH_SCALE_FLOWS (10000), BENCH_KNEE_BUDGET_S (185: later repetitions are
+# Knobs (environment): BENCH_REPS (3), BENCH_PROBE_S (1.0 s per knee probe),
+# BENCH_SCALE_FLOWS (10000), BENCH_KNEE_BUDGET_S (200: later repetitions are
 # skipped once the knee phase has run this long), BENCH_SIZES ("64 512 1400").
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$BENCH_DIR/../lib.sh" "${1:-}"
@@ -38,9 +45,9 @@ need_binary
 [ -f "$SHIM" ] || fail "$SHIM is missing (make build/alloccount.so)"
 
 REPS=${BENCH_REPS:-3}
-PROBE_S=${BENCH_PROBE_S:-0.8}
+PROBE_S=${BENCH_PROBE_S:-1.0}
 SCALE_FLOWS=${BENCH_SCALE_FLOWS:-10000}
-KNEE_BUDGET_S=${BENCH_KNEE_BUDGET_S:-185}
+KNEE_BUDGET_S=${BENCH_KNEE_BUDGET_S:-200}
 SIZES=${BENCH_SIZES:-"64 512 1400"}
 FLOW_COUNTS="1 16"
 RES="$WORK/results.jsonl"

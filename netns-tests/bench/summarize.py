@@ -157,6 +157,8 @@ def main():
         p(f"   {d['received']} datagrams of {d['size']} B on {d['flows']} flows at {r['rate']} pps, each echoed back "
           f"({carried} tunnel crossings): client {r['client_allocs']} allocations, server {r['server_allocs']}"
           f" -> {fmt(per, 4)} per datagram")
+        p(f"   (the shim was live: {r.get('client_allocs_before', '?')} / {r.get('server_allocs_before', '?')} allocations "
+          "counted in client / server before the window, at start-up and handshakes)")
         out["allocs_per_datagram"] = round(per, 5) if per is not None else None
         out["allocs_client"] = r["client_allocs"]
         out["allocs_server"] = r["server_allocs"]

@@ -8,19 +8,23 @@
 //       "N RECEIVED BYTES" (pathname UNIX sockets work across network namespaces).
 //   udpgen send  --target IP:PORT --size N [--rate PPS] [--flows N] [--sport-base P]
 //                (--duration S | --count N) [--warm-s S] [--echo] [--sink-ctl PATH]
-//                [--cpu-pids PID,PID]
+//                [--cpu-pids PID,PID] [--threads T]
 //       Fixed-size datagrams, sendmmsg, token-bucket rate limit (0 = as fast as the
 //       kernel takes them), N flows (one socket and source port each). Per-second
 //       counters on stderr. With --sink-ctl it waits for the sink to settle and reports
 //       received/loss; with --cpu-pids it reports each PID's user+sys CPU (all threads,
-//       /proc/PID/stat) and the whole machine's (/proc/stat) per datagram over the
-//       measured phase (warm-up excluded, drain included).
+//       /proc/PID/stat), its own, and the whole machine's (/proc/stat) per datagram over
+//       the measured phase (warm-up excluded, drain included). --threads T splits the
+//       rate and the flows over T sender threads.
 //   udpgen knee  --target IP:PORT --size N [--flows N] [--sport-base P] --sink-ctl PATH
 //                [--probe-s S] [--warm-s S] [--max-loss PCT] [--hint PPS] [--max-probes N]
-//       The highest offered rate with loss < --max-loss: one unlimited probe for the
-//       ceiling (or start at --hint), bracket by x1.4 steps up / halving down, then
-//       geometric bisection. Each probe: warm-up at the probe rate (not counted), then
-//       --probe-s measured.
+//                [--threads T]
+//       The highest offered rate with loss < --max-loss: one flat-out probe for the
+//       ceiling (or start at --hint), bracket by x1.3 steps up / halving (x0.75 from a
+//       hint) down, then geometric bisection to 8 %. Each probe: warm-up at the probe
+//       rate (not counted), then --probe-s measured. The offered rate is what the
+//       sender achieved; if it falls short of the asked rate without loss, the search
+//       stops there and reports "sender_limited".
 //   udpgen ping  --target IP:PORT [--count N] [--size N] [--timeout-ms MS] [--warmup N]
 //       Sequential ping-pongs against a sink (ECHO flag): RTT p50/p90/p99/min/max/mean.
 //   udpgen flows --target IP:PORT --flows N [--size N] [--window W] [--timeout-s S]
@@ -957,8 +961,9 @@ const char kUsage[] =
     "  sink  --bind IP:PORT --ctl PATH [--ready FILE] [--rcvbuf BYTES] [--quiet]\n"
     "  send  --target IP:PORT --size N [--rate PPS] [--flows N] [--sport-base P]\n"
     "        (--duration S | --count N) [--warm-s S] [--echo] [--sink-ctl PATH] [--cpu-pids P,P]\n"
+    "        [--threads T]\n"
     "  knee  --target IP:PORT --size N --sink-ctl PATH [--flows N] [--sport-base P] [--probe-s S]\n"
-    "        [--warm-s S] [--max-loss PCT] [--hint PPS] [--max-probes N] [--label TEXT]\n"
+    "        [--warm-s S] [--max-loss PCT] [--hint PPS] [--max-probes N] [--label TEXT] [--threads T]\n"
     "  ping  --target IP:PORT [--count 2000] [--size 64] [--timeout-ms 500] [--warmup 20]\n"
     "  flows --target IP:PORT --flows N [--size 64] [--window 256] [--retry-ms 1500]\n"
     "        [--attempts 3] [--timeout-s 60] [--hold-s S]\n"

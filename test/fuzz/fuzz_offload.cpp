@@ -166,7 +166,7 @@ void fuzz_round_trip(Input in) {
     size_t size = in.u16() % 1500 + 1;
     const size_t count = in.u8() % 100 + 1;
     std::vector<std::vector<uint8_t>> pkts;
-    std::vector<uint8_t> payload(65535);
+    static std::vector<uint8_t> payload(65535);  // static: one allocation per process, not per input
     for (size_t i = 0; i < count; ++i) {
         const uint8_t tweak = in.u8();
         switch (tweak % 16) {
@@ -190,9 +190,9 @@ void fuzz_round_trip(Input in) {
     std::vector<ByteView> views;
     for (const auto& p : pkts) views.emplace_back(p.data(), p.size());
 
-    std::vector<uint8_t> super(ofl::kVnetHdrLen + 65535);
-    std::vector<uint8_t> out(2 * 65536);
-    std::vector<ByteView> segs(ofl::kMaxGsoSegments);
+    static std::vector<uint8_t> super(ofl::kVnetHdrLen + 65535);
+    static std::vector<uint8_t> out(2 * 65536);
+    static std::vector<ByteView> segs(ofl::kMaxGsoSegments);
     size_t i = 0;
     while (i < views.size()) {
         const size_t run = ofl::gso_run(&views[i], views.size() - i);

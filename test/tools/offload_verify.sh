@@ -74,7 +74,7 @@ tx_case() {  # title, then ethtool settings for vA
     local title=$1; shift
     echo "== TX: $title"
     [ $# -gt 0 ] && ip netns exec "$A" ethtool -K vA "$@" >/dev/null
-    ip netns exec "$B" tcpdump -i vB -n -s 200 -w "$TMP/tx.pcap" tcp port 7777 2>/dev/null &
+    ip netns exec "$B" tcpdump -i vB -n -s 0 -w "$TMP/tx.pcap" tcp port 7777 2>/dev/null &
     local cap=$!
     PIDS+=("$cap")
     sleep 1
