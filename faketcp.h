@@ -641,7 +641,9 @@ public:
 
 class StackDriver : public Reactor::Handler {
 public:
-    // Packets read per queue per wakeup (each buffer holds one MTU).
+    // Reads per queue per batch (each buffer holds one MTU). With an offload
+    // Tun, reads are packed into 256 KiB (a read may be a 64 KiB super-packet)
+    // and split segments go to a 128 KiB buffer, chunk by chunk.
     static constexpr size_t kReadBatch = 64;
 
     StackDriver(Stack& stack, Tun& tun, StackHandler& handler);

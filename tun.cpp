@@ -848,7 +848,8 @@ void Tun::close_all() {
     offload_note_.clear();
 }
 
-// Steps in order: validate, open every queue, MTU, link up, addresses.
+// Steps in order: validate, open every queue (with offload, or again without
+// if the kernel refuses it), MTU, link up, addresses.
 // Up comes before the addresses because Linux installs the route to an
 // IPv6 peer only for an address added to an up link. Each opened fd moves
 // into `tun` at once, so any early return closes them all and the kernel
