@@ -7,6 +7,7 @@
 //   4. table                  — slots, the 4-tuple index, the timer heap
 //   5. stack                  — demux, the state machine, queues, stats
 //   6. reactor                — epoll and deadlines
+//   6b. device offload        — virtio-net headers, GSO coalesce, GRO split (pure functions)
 //   7. driver                 — a Stack over a Tun inside a Reactor
 
 #include "faketcp.h"
@@ -489,6 +490,7 @@ struct SegmentSpec {
     uint32_t ack;
     uint8_t flags;
     ByteView payload;
+    bool checksum_partial = false;  // leave the TCP checksum for the device to complete
 };
 
 size_t ip_header_len(Family f) { return f == Family::v4 ? kIpv4HeaderLen : kIpv6HeaderLen; }
@@ -552,7 +554,9 @@ size_t write_segment(uint8_t* out, const SegmentSpec& s) {
     }
     if (s.payload.size) std::memcpy(t + tcp_hdr, s.payload.data, s.payload.size);
     uint64_t acc = pseudo_header_sum(s.local->addr, s.remote->addr, tcp_len);
-    uint16_t sum = static_cast<uint16_t>(~csum_fold(csum_add(acc, t, tcp_len)));
+    // CHECKSUM_PARTIAL convention: the pseudo-header sum, folded, not complemented.
+    uint16_t sum = s.checksum_partial ? csum_fold(acc)
+                                      : static_cast<uint16_t>(~csum_fold(csum_add(acc, t, tcp_len)));
     std::memcpy(t + kTcpChecksum, &sum, 2);
     return total;
 }
@@ -824,6 +828,8 @@ struct Stack::Impl {
     // Transmit queue: tx_capacity buffers of tx_stride bytes, headroom first.
     std::vector<uint8_t> tx_buf;
     std::vector<uint32_t> tx_len;
+    std::vector<uint8_t> tx_partial;  // per packet: TCP checksum left to the device
+    bool tx_checksum_offload = false;
     size_t tx_stride = 0;
     size_t tx_n = 0;
 
@@ -851,6 +857,7 @@ struct Stack::Impl {
         tx_stride = (kTxHeadroom + cfg.mtu + 63) & ~size_t{63};
         tx_buf.assign(tx_stride * cfg.tx_queue_capacity, 0);
         tx_len.assign(cfg.tx_queue_capacity, 0);
+        tx_partial.assign(cfg.tx_queue_capacity, 0);
         events.reserve(cfg.event_queue_capacity + 64);
     }
 
@@ -890,6 +897,7 @@ struct Stack::Impl {
         if (segment_size(s) > cfg.mtu) return false;  // callers check; this guards the buffer
         uint8_t* out = tx_buf.data() + tx_n * tx_stride + kTxHeadroom;
         size_t n = write_segment(out, s);
+        tx_partial[tx_n] = s.checksum_partial;
         tx_len[tx_n++] = static_cast<uint32_t>(n);
         ++stats.packets_out;
         stats.bytes_out += n;
@@ -898,7 +906,9 @@ struct Stack::Impl {
 
     bool emit_conn(Conn& c, uint32_t seq, uint8_t flags, ByteView payload = {}) {
         uint32_t ack = (flags & kAck) ? c.rcv_nxt : 0;
-        if (!emit(SegmentSpec{&c.local, &c.remote, seq, ack, flags, payload})) return false;
+        // Only data is worth offloading: a control segment's sum is 20 bytes.
+        bool partial = tx_checksum_offload && payload.size > 0;
+        if (!emit(SegmentSpec{&c.local, &c.remote, seq, ack, flags, payload, partial})) return false;
         if (flags & kAck) {
             c.last_ack_sent = c.rcv_nxt;
             c.ack_due = kNever;  // this segment carried the acknowledgement
@@ -1504,6 +1514,12 @@ uint8_t* Stack::tx_packet_mutable(size_t i) {
     return impl_->tx_buf.data() + i * impl_->tx_stride + kTxHeadroom;
 }
 
+void Stack::set_tx_checksum_offload(bool on) { impl_->tx_checksum_offload = on; }
+
+bool Stack::tx_checksum_partial(size_t i) const {
+    return i < impl_->tx_n && impl_->tx_partial[i] != 0;
+}
+
 bool Stack::tx_full() const { return impl_->tx_n >= impl_->cfg.tx_queue_capacity; }
 void Stack::tx_clear() { impl_->tx_n = 0; }
 bool Stack::poll_event(Event& out) { return impl_->poll_event(out); }
@@ -2049,6 +2065,9 @@ static_assert(kTxHeadroom >= offload::kVnetHdrLen, "a plain packet's vnet header
 
 StackDriver::StackDriver(Stack& stack, Tun& tun, StackHandler& handler)
     : stack_(stack), tun_(tun), handler_(handler) {
+    // A vnet-header TUN completes TCP checksums itself (TUN_F_CSUM): the stack
+    // need not sum the payload of data segments.
+    stack.set_tx_checksum_offload(tun.vnet_hdr_len() != 0);
     if (tun.vnet_hdr_len() != 0) {
         rx_.assign(kOffloadRxBytes, 0);
         seg_.assign(kOffloadSegBytes, 0);
@@ -2211,7 +2230,14 @@ void StackDriver::flush() {
 // Packet i alone, behind an all-zero vnet header written into its headroom.
 long StackDriver::write_plain_vnet(size_t i) {
     uint8_t* hdr = stack_.tx_packet_mutable(i) - offload::kVnetHdrLen;
-    std::memset(hdr, 0, offload::kVnetHdrLen);
+    offload::VnetHdr v;
+    if (stack_.tx_checksum_partial(i)) {  // the kernel (or the NIC) completes the sum
+        const bool v4 = (stack_.tx_packet(i).data[0] >> 4) == 4;
+        v.flags = offload::kNeedsCsum;
+        v.csum_start = static_cast<uint16_t>(v4 ? kIpv4HeaderLen : kIpv6HeaderLen);
+        v.csum_offset = static_cast<uint16_t>(kTcpChecksum);
+    }
+    offload::encode(v, hdr);
     return tun_.write(next_tx_queue_, hdr, offload::kVnetHdrLen + stack_.tx_packet(i).size);
 }
 

@@ -350,6 +350,13 @@ public:
     uint8_t* tx_packet_mutable(size_t i);  // data pointer; headroom lies before it
     bool tx_full() const;
     void tx_clear();
+    // For a device that completes TCP checksums (a TUN with offload, which
+    // StackDriver sets up): data segments are then emitted with the checksum
+    // field holding only the folded pseudo-header sum (CHECKSUM_PARTIAL), and
+    // tx_checksum_partial(i) is true for them. Control segments always carry
+    // a full checksum. Off by default: every checksum is complete.
+    void set_tx_checksum_offload(bool on);
+    bool tx_checksum_partial(size_t i) const;
 
     // Output: events for the application, oldest first.
     bool poll_event(Event& out);
