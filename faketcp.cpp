@@ -1359,6 +1359,8 @@ struct Stack::Impl {
     // --- application calls ---------------------------------------------------
 
     Result<ConnId> connect(const Endpoint& remote, TimePoint now) {
+        if (Status s = validate(cfg); !s)
+            return Status::error(Errc::invalid_argument, "connect to " + to_string(remote) + ": " + s.message());
         const std::optional<IpAddr>& local_ip =
             remote.addr.family == Family::v4 ? cfg.local_v4 : cfg.local_v6;
         if (!local_ip || local_ip->family != remote.addr.family)
@@ -1379,8 +1381,8 @@ struct Stack::Impl {
             return Status::error(Errc::tx_queue_full, "connect: transmit queue full; drain it and retry");
         Endpoint local{*local_ip, 0};
         if (!pick_local_port(local, remote))
-            return Status::error(Errc::ports_exhausted, "connect to " + to_string(remote) +
-                                                            ": every local port 32768-60999 is in use towards it");
+            return Status::error(Errc::ports_exhausted, "connect to " + to_string(remote) + ": every local port 32768-60999" +
+                                                            shard_text(remote) + " is in use towards it");
         Conn* c = new_conn(local, remote, ConnState::syn_sent);
         if (!c) return Status::error(Errc::table_full, "connect: connection table full");
         c->is_client = true;
@@ -1391,14 +1393,30 @@ struct Stack::Impl {
         return table.id_of(*c);
     }
 
+    // A local port in 32768-60999, free towards `remote`, in this Stack's
+    // shard: (port + remote.port) % shard_count == shard_index, the queue
+    // Tun::steer_by_ports() sends the flow's packets to. The candidates are
+    // first, first + n, first + 2n, ... (n = shard_count, validated by
+    // connect()), walked from a random one; with n = 1 that is every port.
     bool pick_local_port(Endpoint& local, const Endpoint& remote) {
-        constexpr uint32_t range = kEphemeralLast - kEphemeralFirst + 1;
-        uint32_t start = static_cast<uint32_t>(rng.next() % range);
-        for (uint32_t i = 0; i < range; ++i) {
-            local.port = static_cast<uint16_t>(kEphemeralFirst + (start + i) % range);
+        const uint32_t n = cfg.shard_count;
+        const uint32_t have = (uint32_t{kEphemeralFirst} + remote.port) % n;
+        const uint32_t first = kEphemeralFirst + (cfg.shard_index + n - have) % n;
+        if (first > kEphemeralLast) return false;
+        const uint32_t count = (kEphemeralLast - first) / n + 1;
+        const uint32_t start = static_cast<uint32_t>(rng.next() % count);
+        for (uint32_t i = 0; i < count; ++i) {
+            local.port = static_cast<uint16_t>(first + (start + i) % count * n);
             if (table.find(local, remote) == kNoSlot) return true;
         }
         return false;
+    }
+
+    // " with (port + 7000) % 4 == 1" for messages; empty without sharding.
+    std::string shard_text(const Endpoint& remote) const {
+        if (cfg.shard_count == 1) return {};
+        return " with (port + " + std::to_string(remote.port) + ") % " + std::to_string(cfg.shard_count) +
+               " == " + std::to_string(cfg.shard_index);
     }
 
     size_t max_datagram_for(Family f) const {
@@ -1446,6 +1464,20 @@ struct Stack::Impl {
         return Errc::ok;
     }
 };
+
+static_assert(kMaxShards == kEphemeralLast - kEphemeralFirst + 1, "every shard has a port");
+
+Status validate(const StackConfig& c) {
+    if (c.shard_count < 1 || c.shard_count > kMaxShards)
+        return Status::error(Errc::invalid_argument, "StackConfig::shard_count is " + std::to_string(c.shard_count) +
+                                                         "; it must be 1 (no sharding) to " + std::to_string(kMaxShards) +
+                                                         ", usually the TUN's queue count");
+    if (c.shard_index >= c.shard_count)
+        return Status::error(Errc::invalid_argument, "StackConfig::shard_index is " + std::to_string(c.shard_index) +
+                                                         "; it must be below shard_count (" +
+                                                         std::to_string(c.shard_count) + ")");
+    return Status();
+}
 
 Stack::Stack(const StackConfig& config) : impl_(std::make_unique<Impl>(config)) {}
 Stack::~Stack() = default;
@@ -2080,6 +2112,8 @@ StackDriver::StackDriver(Stack& stack, Tun& tun, StackHandler& handler)
 }
 
 Status StackDriver::attach(Reactor& reactor) {
+    own_queue_ = kAllQueues;
+    next_tx_queue_ = 0;
     for (size_t q = 0; q < tun_.queue_count(); ++q) {
         Status s = reactor.add_fd(tun_.fd(q), *this);
         if (!s) return s;
@@ -2088,8 +2122,26 @@ Status StackDriver::attach(Reactor& reactor) {
     return Status();
 }
 
+// One queue, read and written by this driver alone: with the Tun's port
+// steering the kernel delivers this Stack's flows here and nowhere else.
+// Writing on the same queue keeps the thread off the other queues' locks
+// and records the right rx queue for RPS/RFS.
+Status StackDriver::attach_queue(Reactor& reactor, size_t queue) {
+    if (queue >= tun_.queue_count())
+        return Status::error(Errc::invalid_argument, "StackDriver::attach_queue: queue " + std::to_string(queue) +
+                                                         " of " + tun_.name() + ", which has " +
+                                                         std::to_string(tun_.queue_count()) + " queue(s)");
+    Status s = reactor.add_fd(tun_.fd(queue), *this);
+    if (!s) return s;
+    own_queue_ = queue;
+    next_tx_queue_ = queue;
+    reactor.add_handler(*this);
+    return Status();
+}
+
 void StackDriver::detach(Reactor& reactor) {
-    for (size_t q = 0; q < tun_.queue_count(); ++q) (void)reactor.remove_fd(tun_.fd(q));
+    for (size_t q = 0; q < tun_.queue_count(); ++q)
+        if (own_queue_ == kAllQueues || own_queue_ == q) (void)reactor.remove_fd(tun_.fd(q));
     reactor.remove_handler(*this);
 }
 
@@ -2097,6 +2149,7 @@ void StackDriver::on_readable(int fd, TimePoint now) {
     size_t queue = 0;
     while (queue < tun_.queue_count() && tun_.fd(queue) != fd) ++queue;
     if (queue == tun_.queue_count()) return;
+    if (own_queue_ != kAllQueues && queue != own_queue_) return;  // not ours: another thread reads it
     if (tun_.vnet_hdr_len() != 0) {
         read_offload(queue, now);
         return;

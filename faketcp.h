@@ -298,8 +298,26 @@ struct StackConfig {
     // Client ISN: 0 is phantun's wire format; random_isn draws it from `seed`.
     bool random_isn = false;
     uint64_t seed = 0;  // randomness for ephemeral ports, ISNs and hashing
+    // Port sharding, for one Stack per TUN queue (Tun::steer_by_ports sends
+    // a TCP packet to queue (sport + dport) % queues): connect() then picks
+    // only local ports p with (p + remote port) % shard_count == shard_index,
+    // still from 32768-60999, so the replies to this Stack's connections
+    // arrive on queue shard_index. Accepting needs nothing: each SYN arrives
+    // on the queue of its port sum, and the Stack reading that queue accepts
+    // it. shard_count 1: no sharding. See validate(const StackConfig&).
+    uint32_t shard_count = 1;
+    uint32_t shard_index = 0;
     LogFn log;
 };
+
+// The largest StackConfig::shard_count: the size of the ephemeral port
+// range 32768-60999, so every shard has at least one port.
+constexpr uint32_t kMaxShards = 60999 - 32768 + 1;
+
+// Checks the fields the Stack cannot silently clamp: 1 <= shard_count <=
+// kMaxShards and shard_index < shard_count. The Stack accepts any config;
+// with a bad shard setting its connect() fails with this Status.
+Status validate(const StackConfig& config);
 
 // Room reserved in front of every transmit packet, so a device layer can
 // prepend its own header (e.g. a virtio-net header) without copying.
@@ -566,6 +584,44 @@ public:
     // IPv4 ID arrive segmented); empty otherwise.
     const std::string& offload_note() const { return offload_note_; }
 
+    // --- Queue steering: one thread per queue ------------------------------
+    //
+    // Which queue the kernel hands a packet to. With no program installed,
+    // the TUN driver's "automq" means to send a flow to the queue userspace
+    // last wrote it on, learnt per flow hash on every write, and forgets a
+    // flow idle for 3 s (TUN_FLOW_EXPIRE); an unknown flow goes to queue
+    // hash * queues >> 32. A connection quiet for 3 s can thus come back on
+    // another queue, whose Stack does not know it and answers with an RST.
+    // (On Linux 6.18 even fresh replies followed the written queue only at
+    // chance rate.)
+    //
+    // steer_by_ports() installs a small eBPF program (TUNSETSTEERINGEBPF,
+    // Linux 4.16) that sends every IPv4 or IPv6 TCP packet to queue
+    // (source port + destination port) % shards, always, and anything else
+    // (not TCP, IPv6 extension headers, too short) to queue 0. The sum is the
+    // same in both directions, and a Stack with StackConfig::shard_count =
+    // shards and shard_index = q picks its client ports so that its flows
+    // land on queue q. `shards` 0 means queue_count(); it must equal the
+    // device's number of queues (the kernel reduces the result modulo that
+    // number), at most 256. The program is device-wide, set through any
+    // queue, and stays until clear_steering() or the device goes away.
+    // Queue q is the q-th queue opened: closing one makes the kernel move its
+    // last queue into that index, so keep every queue open.
+    //
+    // On failure nothing changed and sys_errno() says why: EPERM (loading
+    // eBPF needs CAP_BPF or CAP_SYS_ADMIN), ENOSYS (no bpf(2): a kernel
+    // without CONFIG_BPF_SYSCALL), EINVAL or ENOTTY (a kernel before 4.16).
+    // Fall back to one StackDriver over every queue (StackDriver::attach) in
+    // one thread.
+    Status steer_by_ports(uint32_t shards = 0);
+    // Back to the kernel's automq.
+    Status clear_steering();
+
+    // Threads: read(), write() and writev() touch only the queue's fd, so
+    // threads may call them at once on different queues (one StackDriver per
+    // queue, StackDriver::attach_queue). Anything else, and moving or
+    // destroying the Tun, must wait until those threads are done with it.
+
 private:
     std::string name_;
     int ifindex_ = 0;
@@ -654,8 +710,16 @@ public:
     static constexpr size_t kReadBatch = 64;
 
     StackDriver(Stack& stack, Tun& tun, StackHandler& handler);
-    // Register every TUN queue with the reactor.
+    // Register every TUN queue with the reactor; packets are written on
+    // queue 0.
     Status attach(Reactor& reactor);
+    // Instead of attach(): serve queue `queue` alone, reading only its fd and
+    // writing on it. One thread per queue, each with its own Reactor, Stack
+    // (StackConfig::shard_count = tun.queue_count(), shard_index = queue) and
+    // StackDriver over the same Tun, after Tun::steer_by_ports().
+    // invalid_argument if the Tun has no such queue.
+    Status attach_queue(Reactor& reactor, size_t queue);
+    // Undoes attach() or attach_queue().
     void detach(Reactor& reactor);
 
     // Convenience wrappers that flush the transmit queue when needed.
@@ -701,6 +765,8 @@ private:
     std::vector<uint8_t> rx_;
     size_t rx_stride_ = 0;
     size_t next_tx_queue_ = 0;
+    static constexpr size_t kAllQueues = SIZE_MAX;
+    size_t own_queue_ = kAllQueues;  // attach_queue(): the only queue read and written
     uint64_t tun_write_errors_ = 0;
     uint64_t tun_read_errors_ = 0;
     // Offload only: segments split from super-packets (datagram events point

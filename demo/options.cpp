@@ -34,6 +34,7 @@ enum class Flag : uint8_t {
     queues,
     stats_interval,
     no_offload,
+    no_udp_offload,
     max_connections,
     max_half_open,
     reply_rate,
@@ -65,6 +66,7 @@ constexpr FlagSpec kFlags[] = {
     {Flag::queues, "queues", 0, true},
     {Flag::stats_interval, "stats-interval", 0, true},
     {Flag::no_offload, "no-offload", 0, false},
+    {Flag::no_udp_offload, "no-udp-offload", 0, false},
     {Flag::max_connections, "max-connections", 0, true},
     {Flag::max_half_open, "max-half-open", 0, true},
     {Flag::reply_rate, "reply-rate", 0, true},
@@ -277,6 +279,10 @@ std::string usage(std::optional<Mode> mode) {
     s += "      --log-level LEVEL       error, warn, info or debug (default: $FAKETCP_LOG, else info)\n";
     s += "      --no-offload            no TUN offloads (GSO/GRO): one packet per read and write;\n"
          "                              slower, but captures on the TUN show plain packets\n";
+    s += "      --no-udp-offload        no UDP segmentation offloads (UDP_SEGMENT sends, UDP_GRO\n"
+         "                              receives): one datagram per message of each batched\n"
+         "                              sendmmsg/recvmmsg; slower. Also the fallback when the\n"
+         "                              kernel lacks them (before Linux 4.18 / 5.0)\n";
     s += "      --max-connections N     connection slots, preallocated (default: 16384)\n";
     s += "      --max-half-open N       handshakes in progress at once; SYNs beyond are dropped\n"
          "                              (default: 1024)\n";
@@ -517,6 +523,7 @@ ParseResult parse_command_line(const std::vector<std::string_view>& args, const 
     }
 
     o.offload = !has(Flag::no_offload);
+    o.udp_offload = !has(Flag::no_udp_offload);
 
     r.kind = ParseResult::run;
     return r;

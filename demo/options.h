@@ -40,6 +40,7 @@ struct Options {
     uint32_t queues = 1;            // TUN queues
     uint32_t stats_interval_s = 0;  // 0: only the final dump on exit
     bool offload = true;            // TUN vnet-header offloads (GSO/GRO); --no-offload clears
+    bool udp_offload = true;        // UDP_SEGMENT / UDP_GRO on the UDP side; --no-udp-offload clears
     uint32_t max_connections = 16384;  // StackConfig::max_connections
     uint32_t max_half_open = 1024;     // StackConfig::max_half_open (<= max_connections)
     uint32_t reply_rate = 1000;        // StackConfig::reply_rate_per_sec

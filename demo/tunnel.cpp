@@ -5,10 +5,14 @@
 // idle sweep and the stats timer) and the StackHandler for stack events.
 //
 // Per-datagram paths allocate nothing and never log above debug:
-//   UDP -> TCP: recvmmsg batch -> flow (client: hash of the UDP peer; server:
-//               fd -> flow index) -> StackDriver::send
-//   TCP -> UDP: datagram event -> flow by ConnId.index -> client: copied into
-//               a sendmmsg batch flushed at on_batch_end; server: send(2)
+//   UDP -> TCP: recvmmsg batch, each receive one datagram or (UDP_GRO) a run
+//               from one sender, split -> flow (client: hash of the UDP peer,
+//               once per receive; server: fd -> flow index) -> StackDriver::send
+//   TCP -> UDP: datagram event -> flow by ConnId.index -> copied into the
+//               UdpTxQueue, per flow; at on_batch_end each flow's datagrams
+//               leave as UDP_SEGMENT runs (or one message each), in one
+//               sendmmsg per socket: the client's one socket for all its
+//               peers, the server's connected socket of each connection.
 // Flow state lives in vectors allocated at start-up; only creating a client
 // flow inserts into a hash map.
 #include "demo/tunnel.h"
@@ -190,6 +194,7 @@ public:
           stack_(stack),
           tun_(tun),
           driver_(stack, tun, *this),
+          txq_(stack.config().max_connections),
           signal_fd_(signal_fd),
           idle_timeout_(std::chrono::seconds(setup.options.idle_timeout_s)),
           stats_interval_(std::chrono::seconds(setup.options.stats_interval_s)) {}
@@ -201,6 +206,10 @@ public:
         coarse_now_ = now;
         next_sweep_ = now + kSweepInterval;
         next_stats_ = now + stats_interval_;
+        setup_udp_offload();
+        // The driver first: the reactor calls on_batch_end in registration
+        // order, so the driver has dispatched an iteration's last datagram
+        // events before our on_batch_end sends them on.
         if (faketcp::Status st = driver_.attach(reactor_); !st) {
             LOG_ERROR("cannot watch the TUN device: %s", st.message().c_str());
             return false;
@@ -321,6 +330,72 @@ protected:
                  seconds_str(kWarnInterval).c_str());
     }
 
+    // --- UDP offloads ---------------------------------------------------------
+
+    void setup_udp_offload() {
+        if (!opt_.udp_offload) {
+            LOG_DEBUG("%s: UDP offloads off (--no-udp-offload)", mode_name());
+            return;
+        }
+        std::string why;
+        udp_gso_ = probe_udp_gso(why);
+        if (!udp_gso_) LOG_INFO("%s: UDP sends without segmentation offload (slower): %s", mode_name(), why.c_str());
+        udp_gro_ = true;  // asked for on each receiving socket
+    }
+
+    // Lets `fd` receive coalesced runs; the first refusal turns it off for
+    // every later socket (the kernel would say the same).
+    void enable_gro(int fd) {
+        if (!udp_gro_) return;
+        std::string why;
+        if (enable_udp_gro(fd, why)) return;
+        udp_gro_ = false;
+        LOG_INFO("%s: UDP receives without GRO (slower): %s", mode_name(), why.c_str());
+    }
+
+    // How many datagrams receive i of rx holds (split with gro_segment), counted.
+    size_t received_count(const UdpRxBatch& rx, size_t i, size_t gro_size) {
+        const size_t n = gro_segment_count(rx.size(i), gro_size);
+        udp_in_ += n;
+        if (n > 1) {
+            ++udp_offload_.gro_receives;
+            udp_offload_.gro_datagrams += n;
+        }
+        return n;
+    }
+
+    // Queues a datagram for `flow`, sent at the end of this reactor iteration.
+    void queue_udp(uint32_t flow, ByteView data) {
+        if (txq_.add(flow, data)) return;
+        flush_udp();  // full: make room
+        if (!txq_.add(flow, data)) ++udp_tx_oversize_;  // larger than the queue: cannot happen with MTU 1500
+    }
+
+    // Sends what send_batch_ holds on `fd`. The first refused UDP_SEGMENT run
+    // turns GSO off for good: the batch resent it one datagram at a time.
+    UdpSendBatch::Outcome send_batch(int fd, UdpErrors& errors) {
+        UdpSendBatch::Outcome out = send_batch_.send(fd, errors, udp_offload_);
+        udp_out_ += out.sent;
+        if (out.gso_refused_errno != 0 && udp_gso_) {
+            udp_gso_ = false;
+            LOG_WARN("%s: the kernel refused a UDP segmentation offload send (%s): one datagram per message from "
+                     "now on",
+                     mode_name(), std::strerror(out.gso_refused_errno));
+        }
+        return out;
+    }
+
+    // ", UDP GSO: ..., UDP GRO: ..." for the mode's stats line.
+    std::string udp_offload_stats() const {
+        char buf[200];
+        std::snprintf(buf, sizeof buf,
+                      ", UDP GSO: sends %" PRIu64 " datagrams %" PRIu64 " refused %" PRIu64 ", UDP GRO: receives %" PRIu64
+                      " datagrams %" PRIu64,
+                      udp_offload_.gso_sends, udp_offload_.gso_datagrams, udp_offload_.gso_refused,
+                      udp_offload_.gro_receives, udp_offload_.gro_datagrams);
+        return buf;
+    }
+
     // StackDriver::send with the outcome counted; never logs above debug
     // except the rate-limited oversize warning.
     bool send_datagram(ConnId conn, ByteView data, size_t limit, const char* from, TimePoint now) {
@@ -342,6 +417,15 @@ protected:
     Stack& stack_;
     Tun& tun_;
     StackDriver driver_;
+    // TCP -> UDP datagrams of this iteration, by flow (client: flow index,
+    // server: ConnId.index), and the messages that send them.
+    UdpTxQueue txq_;
+    UdpSendBatch send_batch_;
+    bool udp_gso_ = false;  // UDP_SEGMENT runs (probed; off once the kernel refuses one)
+    bool udp_gro_ = false;  // UDP_GRO on receiving sockets (off once the kernel refuses)
+    UdpOffloadStats udp_offload_;
+    uint64_t udp_in_ = 0, udp_out_ = 0;
+    uint64_t udp_tx_oversize_ = 0;
     int signal_fd_;
     Duration idle_timeout_;
     Duration stats_interval_;
@@ -453,17 +537,8 @@ public:
             ++stale_datagrams_;
             return;
         }
-        ClientFlow& fl = flows_[f];
-        fl.last_activity = coarse_now_;
-        if (!tx_.add(fl.peer, fl.local, data)) {
-            flush_udp();
-            if (!tx_.add(fl.peer, fl.local, data)) {  // larger than a slot: cannot happen with MTU 1500
-                ++udp_tx_oversize_;
-                return;
-            }
-        }
-        ++udp_out_;
-        if (tx_.full()) flush_udp();
+        flows_[f].last_activity = coarse_now_;
+        queue_udp(f, data);
     }
 
 protected:
@@ -475,11 +550,21 @@ protected:
             return false;
         }
         LOG_DEBUG("client: UDP receive buffer %d bytes", receive_buffer(udp_.get()));
+        enable_gro(udp_.get());
         return true;
     }
 
+    // Every queued reply in one sendmmsg: per peer, its runs from the address
+    // the peer last sent to.
     void flush_udp() override {
-        if (!tx_.empty()) tx_.flush(udp_.get(), udp_errors_);
+        if (txq_.empty()) return;
+        for (size_t k = 0; k < txq_.flow_count(); ++k) {
+            const uint32_t f = txq_.flow(k);
+            const ClientFlow& fl = flows_[f];
+            send_batch_.add_flow(txq_, f, &fl.peer, &fl.local, udp_gso_);
+        }
+        send_batch(udp_.get(), udp_errors_);
+        txq_.clear();
     }
 
     void on_udp_readable(int /*fd*/, TimePoint now) override {
@@ -488,10 +573,12 @@ protected:
             if (n < 0 && n != -EAGAIN) note_rx_error(-n, now);
             return;
         }
-        for (int i = 0; i < n; ++i) on_udp_datagram(static_cast<size_t>(i), now);
-        // Cumulative for the socket; the last datagram carries the latest.
-        uint32_t ov = rx_.overflow_count(static_cast<size_t>(n - 1));
-        if (ov > rx_overflows_) rx_overflows_ = ov;
+        for (int i = 0; i < n; ++i) {
+            const RxMeta meta = rx_.meta(static_cast<size_t>(i));
+            // Cumulative for the socket.
+            if (meta.overflow > rx_overflows_) rx_overflows_ = meta.overflow;
+            on_udp_receive(static_cast<size_t>(i), meta, now);
+        }
     }
 
     size_t sweep_idle(TimePoint now) override {
@@ -533,11 +620,11 @@ protected:
                  " queued-then-lost %" PRIu64 " no-connection %" PRIu64 " tx-queue-full %" PRIu64
                  " send-errors %" PRIu64 " flow-table-full %" PRIu64 " stale %" PRIu64
                  " receive-buffer-overflow %" PRIu64 ", UDP errors: refused %" PRIu64 " no-buffers %" PRIu64
-                 " would-block %" PRIu64 " other %" PRIu64,
+                 " would-block %" PRIu64 " other %" PRIu64 "%s",
                  when, by_peer_.size(), connects_started_, connects_ok_, connects_lost_, idle_closed_, udp_in_,
                  udp_out_, oversize_drops_, empty_drops_, pending_full_drops_, pending_lost_, no_conn_drops_,
                  tx_full_drops_, send_errors_, table_full_drops_, stale_datagrams_, rx_overflows_, udp_errors_.conn_refused,
-                 udp_errors_.no_buffers, udp_errors_.would_block, udp_errors_.other);
+                 udp_errors_.no_buffers, udp_errors_.would_block, udp_errors_.other, udp_offload_stats().c_str());
     }
 
 private:
@@ -548,42 +635,67 @@ private:
         return f;
     }
 
-    void on_udp_datagram(size_t i, TimePoint now) {
-        ++udp_in_;
-        const size_t size = rx_.size(i);
-        if (rx_.truncated(i) || size > limit_) {
-            drop_oversize(size, rx_.truncated(i), limit_, "a UDP peer", now, &rx_.peer(i));
+    // Receive i: one datagram, or a run from one peer (UDP_GRO). The peer's
+    // flow is looked up once, at its first datagram worth forwarding.
+    void on_udp_receive(size_t i, const RxMeta& meta, TimePoint now) {
+        const size_t n = received_count(rx_, i, meta.gro_size);
+        if (rx_.truncated(i)) {  // not expected: a slot holds the largest receive
+            drop_oversize(rx_.size(i), true, limit_, "a UDP peer", now, &rx_.peer(i));
             return;
         }
-        if (size == 0) {  // a zero-length segment would read as a pure ACK
-            ++empty_drops_;
-            return;
+        uint32_t f = kNone;
+        for (size_t k = 0; k < n; ++k) {
+            const ByteView d = gro_segment(rx_.data(i), meta.gro_size, k);
+            if (d.size > limit_) {
+                drop_oversize(d.size, false, limit_, "a UDP peer", now, &rx_.peer(i));
+                continue;
+            }
+            if (d.size == 0) {  // a zero-length segment would read as a pure ACK
+                ++empty_drops_;
+                continue;
+            }
+            if (f == kNone) {
+                f = peer_flow(rx_.peer(i), meta.local, now);
+                if (f == kNone) return;
+            }
+            forward(f, d, now);
         }
-        const PeerKey key = peer_key(rx_.peer(i));
+    }
+
+    // The flow of UDP peer `peer` (made if new), stamped; kNone if the table is full.
+    uint32_t peer_flow(const SockAddr& peer, const PktInfo& local, TimePoint now) {
+        const PeerKey key = peer_key(peer);
         uint32_t f;
         auto it = by_peer_.find(key);
         if (it != by_peer_.end()) {
             f = it->second;
         } else {
-            f = new_flow(key, rx_.peer(i), now);
-            if (f == kNone) return;
+            f = new_flow(key, peer, now);
+            if (f == kNone) return kNone;
         }
         ClientFlow& fl = flows_[f];
         fl.last_activity = now;
-        fl.local = rx_.pktinfo(i);
+        fl.local = local;
+        return f;
+    }
+
+    // One datagram from flow f's peer: over its connection, or queued for
+    // the handshake (started if there is none).
+    void forward(uint32_t f, ByteView d, TimePoint now) {
+        ClientFlow& fl = flows_[f];
         switch (fl.state) {
             case ClientFlow::State::established:
-                send_datagram(fl.conn, rx_.data(i), limit_, "a UDP peer", now);
+                send_datagram(fl.conn, d, limit_, "a UDP peer", now);
                 return;
             case ClientFlow::State::disconnected:
                 if (!open_connection(f, now)) {
                     ++no_conn_drops_;
                     return;
                 }
-                queue_pending(fl, rx_.data(i));
+                queue_pending(fl, d);
                 return;
             case ClientFlow::State::connecting:
-                queue_pending(fl, rx_.data(i));
+                queue_pending(fl, d);
                 return;
             case ClientFlow::State::free:
                 return;  // not reachable: a mapped flow is never free
@@ -667,6 +779,7 @@ private:
 
     // Resets the flow's connection (if any) and forgets the flow.
     void close_flow(uint32_t f, TimePoint now) {
+        if (txq_.has(f)) flush_udp();  // its queued replies still go to its peer, not the slot's next one
         ClientFlow& fl = flows_[f];
         if (fl.conn.valid()) {
             by_conn_[fl.conn.index] = kNone;
@@ -696,14 +809,12 @@ private:
     PendingPool pending_;
     size_t limit_;  // largest datagram one segment to --remote carries
     UdpRxBatch rx_;
-    UdpTxBatch tx_;
     UdpErrors udp_errors_;
     RateLimit table_full_warn_{kWarnInterval}, connect_warn_{kWarnInterval}, rx_error_warn_{kWarnInterval};
-    uint64_t udp_in_ = 0, udp_out_ = 0;
     uint64_t connects_started_ = 0, connects_ok_ = 0, connects_lost_ = 0, connect_errors_ = 0;
     uint64_t idle_closed_ = 0;
     uint64_t pending_full_drops_ = 0, pending_lost_ = 0, no_conn_drops_ = 0;
-    uint64_t table_full_drops_ = 0, stale_datagrams_ = 0, udp_tx_oversize_ = 0;
+    uint64_t table_full_drops_ = 0, stale_datagrams_ = 0;
     uint64_t rx_overflows_ = 0;  // dropped by the kernel: socket receive buffer full
 };
 
@@ -760,6 +871,7 @@ public:
         }
         std::string error;
         Fd udp = open_udp_connected(setup_.remote, error);
+        if (udp.valid()) enable_gro(udp.get());
         if (udp.valid()) {
             if (faketcp::Status st = reactor_.add_fd(udp.get(), *this); !st) {
                 error = st.message();
@@ -811,11 +923,7 @@ public:
             return;
         }
         fl->last_activity = coarse_now_;
-        ssize_t n = ::send(fl->udp.get(), data.data, data.size, MSG_DONTWAIT);
-        if (n < 0)
-            udp_error(*fl, errno, "send to");
-        else
-            ++udp_out_;
+        queue_udp(conn.index, data);
     }
 
 protected:
@@ -837,29 +945,55 @@ protected:
         int n = rx_.receive(fd);
         if (n < 0) {
             // ECONNREFUSED: an ICMP port unreachable for an earlier send (the service restarts).
-            if (n != -EAGAIN) udp_error(fl, -n, "receive from");
+            if (n != -EAGAIN) {
+                udp_errors_.count(-n);
+                log_udp_error(fl, -n, "receive from");
+            }
             return;
         }
         fl.last_activity = now;
         for (int i = 0; i < n; ++i) {
-            ++udp_in_;
-            const size_t size = rx_.size(size_t(i));
-            if (rx_.truncated(size_t(i)) || size > fl.limit) {
-                drop_oversize(size, rx_.truncated(size_t(i)), fl.limit, "the UDP service", now);
+            const RxMeta meta = rx_.meta(size_t(i));
+            // Cumulative for the socket: add what is new.
+            if (meta.overflow > fl.overflows_seen) {
+                rx_overflows_ += meta.overflow - fl.overflows_seen;
+                fl.overflows_seen = meta.overflow;
+            }
+            forward_receive(fl, size_t(i), meta.gro_size, now);
+        }
+    }
+
+    // Each flow's queued datagrams in one sendmmsg on its socket.
+    void flush_udp() override {
+        if (txq_.empty()) return;
+        for (size_t k = 0; k < txq_.flow_count(); ++k) {
+            ServerFlow& fl = flows_[txq_.flow(k)];
+            if (!fl.in_use) continue;  // not reachable: teardown sends first
+            send_batch_.add_flow(txq_, txq_.flow(k), nullptr, nullptr, udp_gso_);
+            const UdpSendBatch::Outcome out = send_batch(fl.udp.get(), udp_errors_);
+            if (out.failed > 0) log_udp_error(fl, out.last_errno, "send to");
+        }
+        txq_.clear();
+    }
+
+    // Receive i of the flow's socket: one datagram or a run (UDP_GRO).
+    void forward_receive(ServerFlow& fl, size_t i, size_t gro_size, TimePoint now) {
+        const size_t n = received_count(rx_, i, gro_size);
+        if (rx_.truncated(i)) {  // not expected: a slot holds the largest receive
+            drop_oversize(rx_.size(i), true, fl.limit, "the UDP service", now);
+            return;
+        }
+        for (size_t k = 0; k < n; ++k) {
+            const ByteView d = gro_segment(rx_.data(i), gro_size, k);
+            if (d.size > fl.limit) {
+                drop_oversize(d.size, false, fl.limit, "the UDP service", now);
                 continue;
             }
-            if (size == 0) {
+            if (d.size == 0) {
                 ++empty_drops_;
                 continue;
             }
-            send_datagram(fl.conn, rx_.data(size_t(i)), fl.limit, "the UDP service", now);
-        }
-        if (n > 0) {
-            uint32_t ov = rx_.overflow_count(size_t(n - 1));
-            if (ov > fl.overflows_seen) {
-                rx_overflows_ += ov - fl.overflows_seen;
-                fl.overflows_seen = ov;
-            }
+            send_datagram(fl.conn, d, fl.limit, "the UDP service", now);
         }
     }
 
@@ -893,10 +1027,10 @@ protected:
                  " no-socket %" PRIu64 ", UDP in %" PRIu64 " out %" PRIu64 ", dropped: oversized %" PRIu64
                  " empty %" PRIu64 " tx-queue-full %" PRIu64 " send-errors %" PRIu64 " stale %" PRIu64
                  " receive-buffer-overflow %" PRIu64 ", UDP errors: refused %" PRIu64 " no-buffers %" PRIu64
-                 " would-block %" PRIu64 " other %" PRIu64,
+                 " would-block %" PRIu64 " other %" PRIu64 "%s",
                  when, accepted_, peer_closed_, idle_closed_, socket_errors_, udp_in_, udp_out_, oversize_drops_,
                  empty_drops_, tx_full_drops_, send_errors_, stale_datagrams_, rx_overflows_, udp_errors_.conn_refused,
-                 udp_errors_.no_buffers, udp_errors_.would_block, udp_errors_.other);
+                 udp_errors_.no_buffers, udp_errors_.would_block, udp_errors_.other, udp_offload_stats().c_str());
     }
 
 private:
@@ -906,10 +1040,10 @@ private:
         return fl.in_use && fl.conn == conn ? &fl : nullptr;
     }
 
-    // Transient UDP errors never close the connection: its peer did nothing
-    // wrong. Each kind is logged once per connection.
-    void udp_error(ServerFlow& fl, int err, const char* op) {
-        udp_errors_.count(err);
+    // Transient UDP errors (counted by the caller) never close the
+    // connection: its peer did nothing wrong. Each kind is logged once per
+    // connection.
+    void log_udp_error(ServerFlow& fl, int err, const char* op) {
         UdpErrorKind kind = error_kind(err);
         if (fl.logged_errors & kind) return;
         fl.logged_errors |= kind;
@@ -918,6 +1052,8 @@ private:
     }
 
     void teardown(ServerFlow& fl) {
+        // Its queued datagrams arrived before whatever ends it: they still go.
+        if (fl.conn.valid() && txq_.has(fl.conn.index)) flush_udp();
         if (fl.udp.valid()) {
             const int fd = fl.udp.get();
             // Unwatch before close: the number may be reused at once.
@@ -936,7 +1072,7 @@ private:
     UdpErrors udp_errors_;
     RateLimit socket_warn_{kWarnInterval};
     uint64_t accepted_ = 0, peer_closed_ = 0, idle_closed_ = 0, socket_errors_ = 0;
-    uint64_t udp_in_ = 0, udp_out_ = 0, stale_datagrams_ = 0;
+    uint64_t stale_datagrams_ = 0;
     uint64_t rx_overflows_ = 0;  // dropped by the kernel: socket receive buffers full
 };
 

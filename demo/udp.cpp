@@ -3,8 +3,10 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/udp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -16,10 +18,15 @@ using faketcp::IpAddr;
 
 namespace {
 
-// Room for one IPV6_PKTINFO or IP_PKTINFO and one SO_RXQ_OVFL control message.
+// Receive: room for one IPV6_PKTINFO or IP_PKTINFO, one SO_RXQ_OVFL and one
+// UDP_GRO control message.
 constexpr size_t kControl = 128;
-static_assert(CMSG_SPACE(sizeof(in6_pktinfo)) <= kControl, "control buffer too small");
-static_assert(CMSG_SPACE(sizeof(in6_pktinfo)) + CMSG_SPACE(sizeof(uint32_t)) <= kControl, "control buffer too small");
+static_assert(CMSG_SPACE(sizeof(in6_pktinfo)) + CMSG_SPACE(sizeof(uint32_t)) + CMSG_SPACE(sizeof(int)) <= kControl,
+              "receive control buffer too small");
+// Send: one IPV6_PKTINFO or IP_PKTINFO, then one UDP_SEGMENT.
+constexpr size_t kTxControl = 64;
+static_assert(CMSG_SPACE(sizeof(in6_pktinfo)) + CMSG_SPACE(sizeof(uint16_t)) <= kTxControl,
+              "send control buffer too small");
 
 bool is_v4_mapped(const uint8_t* a) {
     static const uint8_t prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
@@ -161,12 +168,63 @@ std::string local_address(int fd) {
 
 // ---------------------------------------------------------------------------
 
+size_t gso_run(const iovec* iov, size_t count, size_t max_segments, size_t max_bytes) {
+    if (count == 0) return 0;
+    const size_t seg = iov[0].iov_len;
+    size_t n = 1;
+    size_t bytes = seg;
+    if (seg == 0) return 1;
+    while (n < count && n < max_segments) {
+        const size_t s = iov[n].iov_len;
+        if (s == 0 || s > seg || bytes + s > max_bytes) break;
+        bytes += s;
+        ++n;
+        if (s < seg) break;  // only the last cut may be short
+    }
+    return n;
+}
+
+size_t gro_segment_count(size_t len, size_t gso_size) {
+    if (gso_size == 0 || len <= gso_size) return 1;
+    return (len + gso_size - 1) / gso_size;
+}
+
+faketcp::ByteView gro_segment(faketcp::ByteView whole, size_t gso_size, size_t i) {
+    if (gso_size == 0 || whole.size <= gso_size) return i == 0 ? whole : faketcp::ByteView(whole.data, 0);
+    if (i >= gro_segment_count(whole.size, gso_size)) return {whole.data, 0};
+    const size_t off = i * gso_size;
+    return {whole.data + off, std::min(gso_size, whole.size - off)};
+}
+
+bool probe_udp_gso(std::string& why) {
+    Fd fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (!fd.valid()) {
+        why = errno_text("socket(UDP)", errno);
+        return false;
+    }
+    if (set_int(fd.get(), SOL_UDP, UDP_SEGMENT, 1400) != 0) {
+        why = errno_text("setsockopt(UDP_SEGMENT)", errno);
+        return false;
+    }
+    return true;
+}
+
+bool enable_udp_gro(int fd, std::string& why) {
+    if (set_int(fd, SOL_UDP, UDP_GRO, 1) != 0) {
+        why = errno_text("setsockopt(UDP_GRO)", errno);
+        return false;
+    }
+    return true;
+}
+
+// ---------------------------------------------------------------------------
+
 UdpRxBatch::UdpRxBatch()
-    : slots_(kBatch * kSlot), control_(kBatch * kControl), peers_(kBatch), iov_(kBatch), msgs_(kBatch) {}
+    : slots_(new uint8_t[kBatch * kSlot]), control_(kBatch * kControl), peers_(kBatch), iov_(kBatch), msgs_(kBatch) {}
 
 int UdpRxBatch::receive(int fd) {
     for (size_t i = 0; i < kBatch; ++i) {
-        iov_[i].iov_base = slots_.data() + i * kSlot;
+        iov_[i].iov_base = slot(i);
         iov_[i].iov_len = kSlot;
         msghdr& h = msgs_[i].msg_hdr;
         h.msg_name = &peers_[i].ss;
@@ -187,86 +245,113 @@ int UdpRxBatch::receive(int fd) {
     return n;
 }
 
-PktInfo UdpRxBatch::pktinfo(size_t i) const {
+namespace {
+
+// The address a datagram was sent to, as a source to answer from; family 0
+// for multicast and broadcast (let the kernel pick).
+PktInfo parse_pktinfo(const cmsghdr* c) {
     PktInfo info;
-    // CMSG_* take a non-const msghdr; we only read through them.
-    msghdr* h = const_cast<msghdr*>(&msgs_[i].msg_hdr);
-    for (cmsghdr* c = CMSG_FIRSTHDR(h); c != nullptr; c = CMSG_NXTHDR(h, c)) {
-        if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO &&
-            c->cmsg_len >= CMSG_LEN(sizeof(in6_pktinfo))) {
-            in6_pktinfo pi;
-            std::memcpy(&pi, CMSG_DATA(c), sizeof pi);
-            const auto* a = reinterpret_cast<const uint8_t*>(&pi.ipi6_addr);
-            if (is_v4_mapped(a) ? !usable_source_v4(a + 12) : a[0] == 0xff)
-                return PktInfo{};  // multicast / broadcast: let the kernel pick
-            info.family = AF_INET6;
-            info.ifindex = pi.ipi6_ifindex;
-            std::memcpy(info.addr, a, 16);
-            return info;
-        }
-        if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO &&
-            c->cmsg_len >= CMSG_LEN(sizeof(in_pktinfo))) {
-            in_pktinfo pi;
-            std::memcpy(&pi, CMSG_DATA(c), sizeof pi);
-            // ipi_spec_dst is the local address (for a broadcast, the interface's own).
-            const auto* a = reinterpret_cast<const uint8_t*>(&pi.ipi_spec_dst);
-            if (!usable_source_v4(a)) return PktInfo{};
-            info.family = AF_INET;
-            info.ifindex = static_cast<uint32_t>(pi.ipi_ifindex);
-            std::memcpy(info.addr, a, 4);
-            return info;
-        }
+    if (c->cmsg_level == IPPROTO_IPV6) {
+        in6_pktinfo pi;
+        std::memcpy(&pi, CMSG_DATA(c), sizeof pi);
+        const auto* a = reinterpret_cast<const uint8_t*>(&pi.ipi6_addr);
+        if (is_v4_mapped(a) ? !usable_source_v4(a + 12) : a[0] == 0xff) return PktInfo{};
+        info.family = AF_INET6;
+        info.ifindex = pi.ipi6_ifindex;
+        std::memcpy(info.addr, a, 16);
+        return info;
     }
+    in_pktinfo pi;
+    std::memcpy(&pi, CMSG_DATA(c), sizeof pi);
+    // ipi_spec_dst is the local address (for a broadcast, the interface's own).
+    const auto* a = reinterpret_cast<const uint8_t*>(&pi.ipi_spec_dst);
+    if (!usable_source_v4(a)) return PktInfo{};
+    info.family = AF_INET;
+    info.ifindex = static_cast<uint32_t>(pi.ipi_ifindex);
+    std::memcpy(info.addr, a, 4);
     return info;
 }
 
-uint32_t UdpRxBatch::overflow_count(size_t i) const {
+}  // namespace
+
+RxMeta UdpRxBatch::meta(size_t i) const {
+    RxMeta m;
+    // CMSG_* take a non-const msghdr; we only read through them.
     msghdr* h = const_cast<msghdr*>(&msgs_[i].msg_hdr);
     for (cmsghdr* c = CMSG_FIRSTHDR(h); c != nullptr; c = CMSG_NXTHDR(h, c)) {
-        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL && c->cmsg_len >= CMSG_LEN(sizeof(uint32_t))) {
-            uint32_t v;
+        if ((c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO &&
+             c->cmsg_len >= CMSG_LEN(sizeof(in6_pktinfo))) ||
+            (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO && c->cmsg_len >= CMSG_LEN(sizeof(in_pktinfo)))) {
+            m.local = parse_pktinfo(c);
+        } else if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL &&
+                   c->cmsg_len >= CMSG_LEN(sizeof(uint32_t))) {
+            std::memcpy(&m.overflow, CMSG_DATA(c), sizeof m.overflow);
+        } else if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+            int v;
             std::memcpy(&v, CMSG_DATA(c), sizeof v);
-            return v;
+            m.gro_size = v > 0 ? static_cast<size_t>(v) : 0;
         }
     }
-    return 0;
+    return m;
 }
 
 // ---------------------------------------------------------------------------
 
-uint64_t UdpErrors::count(int err) {
+uint64_t UdpErrors::count(int err, uint64_t n) {
     switch (err) {
-        case ECONNREFUSED: return ++conn_refused;
+        case ECONNREFUSED: return conn_refused += n;
         case ENOBUFS:
-        case ENOMEM: return ++no_buffers;
-        case EAGAIN: return ++would_block;
+        case ENOMEM: return no_buffers += n;
+        case EAGAIN: return would_block += n;
         default:
             last_other_errno = err;
-            return ++other;
+            return other += n;
     }
 }
 
-UdpTxBatch::UdpTxBatch()
-    : slots_(kBatch * kSlot), control_(kBatch * kControl), dests_(kBatch), iov_(kBatch), msgs_(kBatch) {}
+UdpTxQueue::UdpTxQueue(uint32_t max_flows)
+    : bytes_(kBytes), entries_(kEntries), heads_(max_flows), flows_(kEntries) {}
 
-bool UdpTxBatch::add(const SockAddr& to, const PktInfo& from, faketcp::ByteView data) {
-    if (count_ == kBatch || data.size > kSlot) return false;
-    const size_t i = count_;
-    uint8_t* slot = slots_.data() + i * kSlot;
-    std::memcpy(slot, data.data, data.size);
-    dests_[i] = to;
-    iov_[i].iov_base = slot;
-    iov_[i].iov_len = data.size;
-    msghdr& h = msgs_[i].msg_hdr;
-    h = msghdr{};
-    h.msg_name = &dests_[i].ss;
-    h.msg_namelen = dests_[i].len;
-    h.msg_iov = &iov_[i];
-    h.msg_iovlen = 1;
-    uint8_t* control = control_.data() + i * kControl;
+bool UdpTxQueue::add(uint32_t flow, faketcp::ByteView data) {
+    if (flow >= heads_.size() || entry_count_ == kEntries || kBytes - byte_count_ < data.size) return false;
+    const auto e = static_cast<uint32_t>(entry_count_++);
+    if (data.size > 0) std::memcpy(bytes_.data() + byte_count_, data.data, data.size);
+    entries_[e] = Entry{static_cast<uint32_t>(byte_count_), static_cast<uint32_t>(data.size), kNone};
+    byte_count_ += data.size;
+    Head& h = heads_[flow];
+    if (h.first == kNone) {
+        h.first = e;
+        flows_[flow_count_++] = flow;  // at most one per entry: fits
+    } else {
+        entries_[h.last].next = e;
+    }
+    h.last = e;
+    return true;
+}
+
+void UdpTxQueue::clear() {
+    for (size_t k = 0; k < flow_count_; ++k) heads_[flows_[k]] = Head{};
+    flow_count_ = 0;
+    entry_count_ = 0;
+    byte_count_ = 0;
+}
+
+UdpSendBatch::UdpSendBatch()
+    : control_(UdpTxQueue::kEntries * kTxControl),
+      dests_(UdpTxQueue::kEntries),
+      iov_(UdpTxQueue::kEntries),
+      msgs_(UdpTxQueue::kEntries),
+      info_(UdpTxQueue::kEntries) {}
+
+namespace {
+
+// Writes the source-address control message for `from` at `control`;
+// returns its space (0 when the kernel is to choose).
+size_t put_pktinfo(uint8_t* control, const PktInfo& from) {
+    msghdr h{};
+    h.msg_control = control;
     if (from.family == AF_INET6) {
         // On a dual-stack socket a mapped address selects the IPv4 source.
-        h.msg_control = control;
         h.msg_controllen = CMSG_SPACE(sizeof(in6_pktinfo));
         std::memset(control, 0, h.msg_controllen);
         cmsghdr* c = CMSG_FIRSTHDR(&h);
@@ -280,8 +365,9 @@ bool UdpTxBatch::add(const SockAddr& to, const PktInfo& from, faketcp::ByteView 
         const bool link_local = from.addr[0] == 0xfe && (from.addr[1] & 0xc0) == 0x80;
         pi.ipi6_ifindex = link_local ? from.ifindex : 0;
         std::memcpy(CMSG_DATA(c), &pi, sizeof pi);
-    } else if (from.family == AF_INET) {
-        h.msg_control = control;
+        return h.msg_controllen;
+    }
+    if (from.family == AF_INET) {
         h.msg_controllen = CMSG_SPACE(sizeof(in_pktinfo));
         std::memset(control, 0, h.msg_controllen);
         cmsghdr* c = CMSG_FIRSTHDR(&h);
@@ -291,30 +377,124 @@ bool UdpTxBatch::add(const SockAddr& to, const PktInfo& from, faketcp::ByteView 
         in_pktinfo pi{};
         std::memcpy(&pi.ipi_spec_dst, from.addr, 4);
         std::memcpy(CMSG_DATA(c), &pi, sizeof pi);
+        return h.msg_controllen;
     }
-    msgs_[i].msg_len = 0;
-    ++count_;
-    return true;
+    return 0;
 }
 
-size_t UdpTxBatch::flush(int fd, UdpErrors& errors) {
-    size_t sent = 0;
+// Writes a UDP_SEGMENT control message at `control`; returns its space.
+size_t put_gso_size(uint8_t* control, uint16_t gso_size) {
+    msghdr h{};
+    h.msg_control = control;
+    h.msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+    std::memset(control, 0, h.msg_controllen);
+    cmsghdr* c = CMSG_FIRSTHDR(&h);
+    c->cmsg_level = SOL_UDP;
+    c->cmsg_type = UDP_SEGMENT;
+    c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+    std::memcpy(CMSG_DATA(c), &gso_size, sizeof gso_size);
+    return h.msg_controllen;
+}
+
+}  // namespace
+
+void UdpSendBatch::add_flow(const UdpTxQueue& q, uint32_t flow, const SockAddr* to, const PktInfo* from, bool gso) {
+    // The flow's datagrams as iovecs, in order; then cut into messages.
+    const size_t first_iov = iov_count_;
+    for (uint32_t e = q.first(flow); e != UdpTxQueue::kNone && iov_count_ < iov_.size(); e = q.next(e)) {
+        const faketcp::ByteView d = q.data(e);
+        iov_[iov_count_++] = iovec{const_cast<uint8_t*>(d.data), d.size};  // sendmsg only reads it
+    }
+    size_t i = first_iov;
+    while (i < iov_count_ && count_ < msgs_.size()) {
+        const size_t run = gso ? gso_run(&iov_[i], iov_count_ - i) : 1;
+        const size_t m = count_++;
+        msghdr& h = msgs_[m].msg_hdr;
+        h = msghdr{};
+        if (to != nullptr) {
+            dests_[m] = *to;
+            h.msg_name = &dests_[m].ss;
+            h.msg_namelen = dests_[m].len;
+        }
+        h.msg_iov = &iov_[i];
+        h.msg_iovlen = run;
+        uint8_t* control = control_.data() + m * kTxControl;
+        size_t used = from != nullptr ? put_pktinfo(control, *from) : 0;
+        info_[m] = MsgInfo{static_cast<uint32_t>(run), static_cast<uint32_t>(used), run > 1};
+        if (run > 1) used += put_gso_size(control + used, static_cast<uint16_t>(iov_[i].iov_len));
+        h.msg_control = used > 0 ? control : nullptr;
+        h.msg_controllen = used;
+        msgs_[m].msg_len = 0;
+        i += run;
+    }
+}
+
+void UdpSendBatch::count_failure(int err, size_t datagrams, Outcome& out, UdpErrors& errors) {
+    errors.count(err, datagrams);
+    out.failed += datagrams;
+    out.last_errno = err;
+}
+
+// Message m without UDP_SEGMENT: one sendmsg(2) per datagram.
+void UdpSendBatch::send_each(int fd, size_t m, Outcome& out, UdpErrors& errors) {
+    const msghdr& run = msgs_[m].msg_hdr;
+    for (size_t k = 0; k < run.msg_iovlen; ++k) {
+        msghdr h = run;
+        h.msg_iov = run.msg_iov + k;
+        h.msg_iovlen = 1;
+        h.msg_controllen = info_[m].plain_control;
+        if (h.msg_controllen == 0) h.msg_control = nullptr;
+        ssize_t r;
+        do {
+            r = ::sendmsg(fd, &h, MSG_DONTWAIT);
+        } while (r < 0 && errno == EINTR);
+        if (r < 0)
+            count_failure(errno, 1, out, errors);
+        else
+            ++out.sent;
+    }
+}
+
+UdpSendBatch::Outcome UdpSendBatch::send(int fd, UdpErrors& errors, UdpOffloadStats& stats) {
+    Outcome out;
     size_t start = 0;
     while (start < count_) {
-        int n = ::sendmmsg(fd, msgs_.data() + start, static_cast<unsigned>(count_ - start), MSG_DONTWAIT);
+        if (out.gso_refused_errno != 0 && info_[start].gso) {  // refused earlier in this batch
+            send_each(fd, start++, out, errors);
+            continue;
+        }
+        const int n = ::sendmmsg(fd, msgs_.data() + start, static_cast<unsigned>(count_ - start), MSG_DONTWAIT);
         if (n < 0) {
-            if (errno == EINTR) continue;
-            // The message at `start` failed: count it, drop it, go on.
-            errors.count(errno);
+            const int err = errno;
+            if (err == EINTR) continue;
+            // The message at `start` failed; the ones after it were not tried.
+            if (info_[start].gso && (err == EIO || err == EINVAL)) {
+                const size_t failed_before = out.failed;
+                send_each(fd, start, out, errors);
+                // Refused because of UDP_SEGMENT only if one by one does better.
+                if (out.failed - failed_before < info_[start].datagrams || out.last_errno != err) {
+                    out.gso_refused_errno = err;
+                    ++stats.gso_refused;
+                }
+            } else {
+                count_failure(err, info_[start].datagrams, out, errors);
+            }
             ++start;
             continue;
         }
         if (n == 0) break;  // not expected; do not spin
-        sent += static_cast<size_t>(n);
+        for (size_t m = start; m < start + static_cast<size_t>(n); ++m) {
+            out.sent += info_[m].datagrams;
+            if (info_[m].gso) {
+                ++stats.gso_sends;
+                stats.gso_datagrams += info_[m].datagrams;
+            }
+        }
         start += static_cast<size_t>(n);
     }
     count_ = 0;
-    return sent;
+    iov_count_ = 0;
+    return out;
 }
 
 }  // namespace demo

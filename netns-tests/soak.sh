@@ -30,6 +30,9 @@ D=${SOAK_SECONDS:-600}
 [ "$D" -ge 30 ] 2>/dev/null || fail "SOAK_SECONDS must be a whole number >= 30, got '$D'"
 FLOWS_N=${SOAK_FLOWS:-50}
 RATE=${SOAK_RATE:-20}
+SIZES=${SOAK_SIZES:-16,64,200,512,1000,1400}
+# Extra soak_inject.py flags (a word list), e.g. --allow-gso-replay to test the test.
+read -r -a INJ_EXTRA <<<"${SOAK_INJECT_ARGS:-}"
 # A snapshot: the server is started three times, always from the same binary.
 cp "$FAKETCP" "$WORK/faketcp" && FAKETCP="$WORK/faketcp" || fail "copy of $FAKETCP"
 say() { echo "    soak: $*" >&2; }
@@ -52,7 +55,7 @@ T0=$(now)
 echo '[]' >"$WORK/windows.json"
 bg FLOWS "$NS_C" flows $PY "$NT_DIR/soak_flows.py" run --target 127.0.0.1:5000 --bind-base 127.0.0.1:6000 \
     --flows "$FLOWS_N" --rate "$RATE" --stop-file "$WORK/stop-flows" --status "$WORK/flows.status" \
-    --windows "$WORK/windows.json" --seed 7
+    --windows "$WORK/windows.json" --seed 7 --sizes "$SIZES"
 ip netns exec "$NS_C" $PY "$NT_DIR/soak_flows.py" waitall --status "$WORK/flows.status" --since "$T0" --timeout 20 \
     >/dev/null || fail "not every flow echoed within 20 s"
 # Warm-up: a few seconds of steady traffic before the baselines are taken.
@@ -64,9 +67,9 @@ say "after warm-up (${WARM} s): client fds $fd0 (at ready $fd_ready), client RSS
 
 step "start the fault injectors (server TUN, client TUN)"
 bg INJ_S "$NS_S" inject-server $PY "$NT_DIR/soak_inject.py" --iface "$TUN_S" --stop-file "$WORK/stop-inject" \
-    --pause-file "$WORK/pause" --seed 11
+    --pause-file "$WORK/pause" --seed 11 "${INJ_EXTRA[@]}"
 bg INJ_C "$NS_C" inject-client $PY "$NT_DIR/soak_inject.py" --iface "$TUN_C" --stop-file "$WORK/stop-inject" \
-    --pause-file "$WORK/pause" --seed 12
+    --pause-file "$WORK/pause" --seed 12 "${INJ_EXTRA[@]}"
 
 # restart N SIGNAL: pause the injectors, stop the server with SIGNAL, start it
 # again, record the fault window, wait until every flow echoes again.
@@ -170,7 +173,7 @@ step "judge"
 if grep -lE "AddressSanitizer|LeakSanitizer|runtime error:" "$WORK"/*.log; then fail "sanitizer report in a log"; fi
 j() { json "$1" <"$WORK/flows.json"; }
 [ "$(j unexplained)" = 0 ] || fail "$(j unexplained) datagrams lost outside the restart windows, first: $(j unexplained_first)"
-[ "$(j corrupt)" = 0 ] || fail "$(j corrupt) corrupted datagrams"
+[ "$(j corrupt)" = 0 ] || fail "$(j corrupt) corrupted datagrams, first: $(j corrupt_first)"
 [ "$(j foreign)" = 0 ] || fail "$(j foreign) foreign datagrams reached the application"
 replayed=$(($(json replayed <<<"$is") + $(json replayed <<<"$ic")))
 [ "$(j dup)" -le "$replayed" ] || fail "$(j dup) duplicates, but only $replayed segments were replayed"

@@ -109,6 +109,7 @@ def cmd_run(a):
     res = dict(flows=a.flows, rate_per_flow=a.rate, sent=0, received=0, dup=0, corrupt=0, foreign=0,
                refused=0, send_errors=0, late=0)
     rtts = []
+    corrupt = []  # details of the first few corrupted datagrams
     interval = 1.0 / a.rate
     t_start = time.time()
     mono0 = time.monotonic()
@@ -139,6 +140,8 @@ def cmd_run(a):
                 continue
             if len(d) != f.size[seq] or d[HDR.size:] != pattern(fl, seq, len(d) - HDR.size):
                 res["corrupt"] += 1
+                if len(corrupt) < 20:
+                    corrupt.append(describe_corrupt(f, fl, seq, d, now))
                 continue
             if f.recv_t[seq]:
                 res["dup"] += 1
@@ -243,11 +246,34 @@ def cmd_run(a):
                rtt_ms_p50=pct(rtts, 50), rtt_ms_p99=pct(rtts, 99), rtt_ms_max=pct(rtts, 100),
                flows_never_echoed=[f.i for f in flows if not f.last_recv],
                flows_silent_at_end=[f.i for f in flows if t_stop - f.last_recv > a.silent],
-               worst_flow_loss=max((p["lost"] for p in per_flow), default=0))
+               worst_flow_loss=max((p["lost"] for p in per_flow), default=0), corrupt_first=corrupt)
     if a.per_flow:
         res["per_flow"] = per_flow
     print(json.dumps(res))
     return 0
+
+
+def describe_corrupt(f, fl, seq, d, now):
+    """What a corrupted datagram with a valid header (flow, seq, send time) is:
+    how long it is against what was sent, where its bytes first differ, and
+    whether the rest is the flow's following datagram(s) glued on ("merged":
+    two segments delivered as one datagram)."""
+    want = f.size[seq]
+    exp = HDR.pack(MAGIC, fl, seq, f.send_t[seq]) + pattern(fl, seq, max(0, want - HDR.size))
+    diff = next((i for i in range(min(len(d), want)) if d[i] != exp[i]), None)
+    merged = []
+    off, k = want, seq + 1
+    while diff is None and off < len(d) and k < f.seq:
+        nxt = HDR.pack(MAGIC, fl, k, f.send_t[k]) + pattern(fl, k, max(0, f.size[k] - HDR.size))
+        if d[off:off + f.size[k]] != nxt[:len(d) - off]:
+            break
+        merged.append(k)
+        off += f.size[k]
+        k += 1
+    return dict(flow=fl, seq=seq, got_len=len(d), sent_len=want, first_diff=diff,
+                merged_with=merged, merged_exactly=bool(merged) and off == len(d),
+                original_received=bool(f.recv_t[seq]), sent=round(f.send_t[seq], 3),
+                age=round(now - f.send_t[seq], 3), tail_hex=d[want:want + 24].hex() if len(d) > want else "")
 
 
 def write_status(path, res, flows):

@@ -17,6 +17,12 @@ deduplicate), so each one may show up as one duplicate datagram at the far
 application: `replayed` bounds the duplicates the soak may see. Nothing else
 injected may change what an application receives.
 
+Only plain segments are replayed: a packet the kernel hands to the TUN as a
+GSO/GRO super-packet (its virtio-net header, PACKET_VNET_HDR on the sniffing
+socket, says so) carries several datagrams that the TUN reader splits again;
+written back as one plain segment it would become one datagram made of
+several, which no network can produce (--allow-gso-replay does it anyway).
+
 Direction: on a TUN a packet socket sees the packets the kernel sends to the
 stack as PACKET_OUTGOING and those the stack writes as PACKET_HOST; only the
 former are learned and imitated, so one injector works for a client or a
@@ -39,6 +45,8 @@ import time
 
 ETH_P_ALL, ETH_P_IP, ETH_P_IPV6 = 0x0003, 0x0800, 0x86DD
 PACKET_OUTGOING = 4
+SOL_PACKET, PACKET_VNET_HDR = 263, 15
+VNET_HDR_LEN = 10
 M32 = 0xFFFFFFFF
 
 
@@ -112,7 +120,9 @@ class Injector:
         self.a = a
         self.rnd = random.Random(a.seed)
         self.stats = dict(rounds=0, paused_rounds=0, no_traffic_rounds=0, errors=0, garbage=0, replayed=0,
-                          dup_rounds=0, reorder_rounds=0, rsts=0, rst_rounds=0, garbage_rounds=0)
+                          dup_rounds=0, reorder_rounds=0, rsts=0, rst_rounds=0, garbage_rounds=0,
+                          super_packets_seen=0)
+        self.seq_only = []
         self.kinds = ["garbage", "dup", "reorder", "rst"]
         self.k = 0
 
@@ -123,6 +133,10 @@ class Injector:
         """Packets towards the stack seen on the TUN within `seconds`."""
         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         try:
+            # A virtio-net header in front of each packet says whether it is a GSO/GRO
+            # super-packet (several segments the TUN's offloads will split): replaying
+            # one as a plain packet would glue datagrams together, which no network does.
+            s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
             s.bind((self.a.iface, 0))
             s.settimeout(0.05)
             end = time.monotonic() + seconds
@@ -132,11 +146,19 @@ class Injector:
                     b, addr = s.recvfrom(65535)
                 except socket.timeout:
                     continue
-                if addr[2] != PACKET_OUTGOING or len(b) > 1500:
+                if addr[2] != PACKET_OUTGOING or len(b) < VNET_HDR_LEN:
                     continue
+                gso_type = b[1]
+                b = b[VNET_HDR_LEN:]
                 p = parse(b)
-                if p is not None:
-                    got.append((bytearray(b), p))
+                if p is None:
+                    continue
+                if gso_type != 0 or len(b) > 1500:
+                    self.stats["super_packets_seen"] += 1
+                    if not self.a.allow_gso_replay:
+                        self.seq_only.append(p)  # still tells where the connection's seq is
+                        continue
+                got.append((bytearray(b), p))
             return got
         finally:
             s.close()
@@ -159,6 +181,7 @@ class Injector:
         if self.paused():
             self.stats["paused_rounds"] += 1
             return
+        self.seq_only = []
         try:
             pk = self.sniff(self.a.listen)
         except OSError:  # the TUN is gone (a restart): try again next round
@@ -221,6 +244,10 @@ class Injector:
             end = (p[5] + p[9]) & M32
             if key not in nxt or ((end - nxt[key][0]) & M32) < 1 << 31:
                 nxt[key] = (end, b, p)
+        for p in self.seq_only:  # super-packets are not replayed, but move the connection's seq
+            key, end = p[1:5], (p[5] + p[9]) & M32
+            if key in nxt and ((end - nxt[key][0]) & M32) < 1 << 31:
+                nxt[key] = (end,) + nxt[key][1:]
         keys = list(nxt)
         self.rnd.shuffle(keys)
         for key in keys[:5]:
@@ -268,6 +295,9 @@ def main():
     ap.add_argument("--replay", type=int, default=5)
     ap.add_argument("--rsts", type=int, default=10)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--allow-gso-replay", action="store_true",
+                    help="also replay GSO/GRO super-packets as one plain segment (a test of the test: "
+                         "this glues datagrams together)")
     return Injector(ap.parse_args()).run()
 
 
