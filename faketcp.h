@@ -665,6 +665,9 @@ public:
     Status remove_fd(int fd);
     // Deadline-only handlers (no fd) and fd handlers both get deadlines and
     // batch-end calls once registered here (add_fd registers implicitly).
+    // Contract: on_deadline and on_batch_end run in the order handlers were
+    // first registered, so a StackDriver attached before an application's own
+    // handler has dispatched its last events when the application flushes.
     void add_handler(Handler& handler);
     void remove_handler(Handler& handler);
 
