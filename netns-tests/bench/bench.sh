@@ -32,7 +32,10 @@
 #
 # Knobs (environment): BENCH_REPS (3), BENCH_PROBE_S (1.0 s per knee probe),
 # BENCH_SCALE_FLOWS (10000), BENCH_KNEE_BUDGET_S (200: later repetitions are
-# skipped once the knee phase has run this long), BENCH_SIZES ("64 512 1400").
+# skipped once the knee phase has run this long), BENCH_SIZES ("64 512 1400"),
+# BENCH_CLI_ARGS (extra flags for both faketcp processes, e.g. "--no-udp-offload"),
+# BENCH_GEN_ARGS (extra flags for udpgen's knee and CPU sends on both paths, e.g.
+# "--gso": the application sends UDP_SEGMENT runs, as QUIC stacks and wireguard-go do).
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$BENCH_DIR/../lib.sh" "${1:-}"
 UDPGEN=${2:-$BENCH_DIR/../../build/udpgen}
@@ -49,6 +52,8 @@ PROBE_S=${BENCH_PROBE_S:-1.0}
 SCALE_FLOWS=${BENCH_SCALE_FLOWS:-10000}
 KNEE_BUDGET_S=${BENCH_KNEE_BUDGET_S:-200}
 SIZES=${BENCH_SIZES:-"64 512 1400"}
+read -r -a CLI_ARGS <<<"${BENCH_CLI_ARGS:-}"
+read -r -a GEN_ARGS <<<"${BENCH_GEN_ARGS:-}"
 FLOW_COUNTS="1 16"
 RES="$WORK/results.jsonl"
 : >"$RES"
@@ -88,13 +93,14 @@ host_busy_pct() {
 }
 
 topo_up
-say "topology up (suffix $SUF); $(nproc) CPUs, probes ${PROBE_S}s, $REPS repetitions"
+say "topology up (suffix $SUF); $(nproc) CPUs, probes ${PROBE_S}s, $REPS repetitions" \
+    "${BENCH_CLI_ARGS:+, CLI flags: $BENCH_CLI_ARGS}${BENCH_GEN_ARGS:+, generator flags: $BENCH_GEN_ARGS}"
 
 step "start the sink and the tunnel"
 bg SINK "$NS_S" sink "$UDPGEN" sink --bind 0.0.0.0:7000 --ctl "$CTL" --ready "$WORK/sink.ready"
 wait_for 5 test -e "$WORK/sink.ready" || fail "the sink did not start"
-start_server SRV server --remote 127.0.0.1:7000
-start_client CLI client --local "$TUNNEL_TARGET" --remote "$S_IP4:$PUB_PORT"
+start_server SRV server --remote 127.0.0.1:7000 "${CLI_ARGS[@]}"
+start_client CLI client --local "$TUNNEL_TARGET" --remote "$S_IP4:$PUB_PORT" "${CLI_ARGS[@]}"
 busy0=$(host_busy_pct)
 say "host CPU busy before any traffic: $busy0 % (of $(nproc) CPUs)"
 # One echo each way proves both paths before any timing.
@@ -141,7 +147,8 @@ for ((rep = 1; rep <= REPS; rep++)); do
                 key="$path-$size-$flows"
                 hint=${HINT[$key]:-}
                 out=$(gen 60 knee --target "$target" --size "$size" --flows "$flows" --sport-base "$sport" \
-                    --threads 2 --sink-ctl "$CTL" --probe-s "$PROBE_S" ${hint:+--hint "$hint"} --label "$path/$size/$flows/rep$rep") \
+                    --threads 2 --sink-ctl "$CTL" --probe-s "$PROBE_S" ${hint:+--hint "$hint"} --label "$path/$size/$flows/rep$rep" \
+                    "${GEN_ARGS[@]}") \
                     || fail "knee $key rep $rep: $(tail -n 3 "$WORK/gen.log")"
                 result knee "\"path\":\"$path\",\"rep\":$rep" "$out"
                 k=$(jnum knee_pps "$out")
@@ -192,7 +199,8 @@ for size in 64 1400; do
         for path in direct tunnel; do
             if [ "$path" = direct ]; then target=$DIRECT_TARGET sport=21000; else target=$TUNNEL_TARGET sport=22000; fi
             out=$(gen 30 send --target "$target" --size "$size" --rate "$rate" --duration 1.5 --warm-s 0.2 \
-                --sport-base "$sport" --sink-ctl "$CTL" --cpu-pids "$CLI,$SRV,$SINK" --quiet) || fail "cpu $path: $out"
+                --sport-base "$sport" --sink-ctl "$CTL" --cpu-pids "$CLI,$SRV,$SINK" --quiet "${GEN_ARGS[@]}") \
+                || fail "cpu $path: $out"
             result cpu "\"path\":\"$path\",\"rep\":$rep,\"client_pid\":$CLI,\"server_pid\":$SRV,\"sink_pid\":$SINK" "$out"
             say "cpu $path ${size}B at $rate pps rep$rep: client $(jnum "cpu_us_per_dgram_$CLI" "$out") us," \
                 "server $(jnum "cpu_us_per_dgram_$SRV" "$out") us, generator $(jnum self_cpu_us_per_dgram "$out") us," \
@@ -207,8 +215,8 @@ step "allocations per datagram (LD_PRELOAD counting shim)"
 restart_tunnel() {  # restart_tunnel SUFFIX: a fresh client/server pair, named SUFFIX in the logs
     stop_pid "$CLI" TERM 5
     stop_pid "$SRV" TERM 5
-    start_server SRV "server-$1" --remote 127.0.0.1:7000 "${@:2}"
-    start_client CLI "client-$1" --local "$TUNNEL_TARGET" --remote "$S_IP4:$PUB_PORT" "${@:2}"
+    start_server SRV "server-$1" --remote 127.0.0.1:7000 "${CLI_ARGS[@]}" "${@:2}"
+    start_client CLI "client-$1" --local "$TUNNEL_TARGET" --remote "$S_IP4:$PUB_PORT" "${CLI_ARGS[@]}" "${@:2}"
 }
 cat >"$WORK/faketcp-alloc" <<EOF
 #!/bin/sh
@@ -264,7 +272,7 @@ say "scale: $(jnum established "$out")/$SCALE_FLOWS flows in $(jnum secs "$out")
     "RSS client ${rc0}->${rc1} KiB, server ${rs0}->${rs1} KiB; open: client ${open_c:-?} server ${open_s:-?}"
 
 busy1=$(host_busy_pct)
-result host "\"busy_before_pct\":$busy0,\"busy_after_pct\":$busy1,\"cpus\":$(nproc)" '{}'
+result host "\"busy_before_pct\":$busy0,\"busy_after_pct\":$busy1,\"cpus\":$(nproc),\"cli_args\":\"${BENCH_CLI_ARGS:-}\",\"gen_args\":\"${BENCH_GEN_ARGS:-}\"" '{}'
 
 step "summary"
 $PY "$BENCH_DIR/summarize.py" "$RES" "$(elapsed)" || fail "summarize.py failed"

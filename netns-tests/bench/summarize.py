@@ -191,6 +191,10 @@ def main():
               "(other work on the host makes every number above noisy)")
             out["host_busy_before_pct"] = r["busy_before_pct"]
             out["host_busy_after_pct"] = r["busy_after_pct"]
+            for key, what in (("cli_args", "faketcp flags"), ("gen_args", "udpgen flags")):
+                if r.get(key):
+                    p(f"{what} (BENCH_{key.upper()}): {r[key]}")
+                    out[key] = r[key]
     if elapsed is not None:
         p("")
         p(f"elapsed {elapsed:.0f} s")

@@ -15,7 +15,9 @@
 //       received/loss; with --cpu-pids it reports each PID's user+sys CPU (all threads,
 //       /proc/PID/stat), its own, and the whole machine's (/proc/stat) per datagram over
 //       the measured phase (warm-up excluded, drain included). --threads T splits the
-//       rate and the flows over T sender threads.
+//       rate and the flows over T sender threads. --gso (send and knee) sends each
+//       batch of a flow as one UDP_SEGMENT run instead of sendmmsg, as QUIC stacks and
+//       wireguard-go do (a receiver with UDP_GRO gets the run whole).
 //   udpgen knee  --target IP:PORT --size N [--flows N] [--sport-base P] --sink-ctl PATH
 //                [--probe-s S] [--warm-s S] [--max-loss PCT] [--hint PPS] [--max-probes N]
 //                [--threads T]
@@ -38,6 +40,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/epoll.h>
@@ -124,7 +127,7 @@ struct Args {
         return v;
     }
 };
-const char* const kBoolFlags[] = {"echo", "quiet"};
+const char* const kBoolFlags[] = {"echo", "quiet", "gso"};
 
 Args parse_args(int argc, char** argv, int from) {
     Args a;
@@ -346,6 +349,10 @@ struct Sender {
     std::vector<std::vector<uint8_t>> bufs;
     std::vector<iovec> iovs;
     std::vector<std::vector<std::vector<mmsghdr>>> msgs;  // [thread][flow][kBatch]
+    // --gso: each batch is one sendmsg whose UDP_SEGMENT run repeats the flow's buffer.
+    bool gso = false;
+    unsigned gso_max = 1;                      // datagrams per run: 64 and 65000 bytes at most
+    std::vector<std::vector<iovec>> gso_iovs;  // [flow][kBatch], all the flow's buffer
 
     void open(const Addr& t, size_t sz, unsigned nflows, uint16_t sport_base, unsigned nthreads) {
         target = t;
@@ -360,6 +367,9 @@ struct Sender {
             iovs[f] = {bufs[f].data(), size};
         }
         msgs.assign(threads, std::vector<std::vector<mmsghdr>>(flows, std::vector<mmsghdr>(kBatch)));
+        gso_max = unsigned(std::clamp<size_t>(65000 / size, 1, std::min<size_t>(64, kBatch)));
+        gso_iovs.resize(flows);
+        for (unsigned f = 0; f < flows; ++f) gso_iovs[f].assign(kBatch, iovs[f]);
         for (auto& per_thread : msgs)
             for (unsigned f = 0; f < flows; ++f)
                 for (auto& m : per_thread[f]) {
@@ -438,7 +448,8 @@ private:
             if (count) n = std::min<uint64_t>(n, count - r.attempted);
             const unsigned f = mine[cur];
             cur = cur + 1 == mine.size() ? 0 : cur + 1;
-            int s = sendmmsg(fds[f], msgs[tid][f].data(), unsigned(n), 0);
+            if (gso) n = std::min<uint64_t>(n, gso_max);
+            int s = gso ? send_gso(f, unsigned(n)) : sendmmsg(fds[f], msgs[tid][f].data(), unsigned(n), 0);
             if (s < 0) {
                 // ECONNREFUSED (an ICMP error came back), ENOBUFS: the datagrams are lost.
                 ++r.errors;
@@ -451,6 +462,26 @@ private:
             sent_total.fetch_add(uint64_t(s), std::memory_order_relaxed);
         }
         return r;
+    }
+
+    // n copies of flow f's datagram in one sendmsg: the kernel cuts the run (UDP_SEGMENT).
+    // Returns n, or -1 (errno set) when the send failed.
+    int send_gso(unsigned f, unsigned n) {
+        msghdr h{};
+        h.msg_iov = gso_iovs[f].data();
+        h.msg_iovlen = n;
+        alignas(cmsghdr) char control[CMSG_SPACE(sizeof(uint16_t))] = {};
+        if (n > 1) {
+            h.msg_control = control;
+            h.msg_controllen = sizeof control;
+            cmsghdr* c = CMSG_FIRSTHDR(&h);
+            c->cmsg_level = SOL_UDP;
+            c->cmsg_type = UDP_SEGMENT;
+            c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+            const uint16_t seg = uint16_t(size);
+            std::memcpy(CMSG_DATA(c), &seg, sizeof seg);
+        }
+        return sendmsg(fds[f], &h, 0) < 0 ? -1 : int(n);
     }
 };
 
@@ -515,6 +546,7 @@ int mode_send(const Args& a) {
     const size_t size = need_size(a);
     const unsigned flows = unsigned(std::max(1.0, a.num("flows", 1)));
     snd.open(need_target(a), size, flows, uint16_t(a.num("sport-base", 0)), unsigned(a.num("threads", 1)));
+    snd.gso = a.has("gso");
     const double rate = a.num("rate", 0);
     const double dur = a.num("duration", 0);
     const uint64_t count = uint64_t(a.num("count", 0));
@@ -558,6 +590,7 @@ int mode_knee(const Args& a) {
     const size_t size = need_size(a);
     const unsigned flows = unsigned(std::max(1.0, a.num("flows", 1)));
     snd.open(need_target(a), size, flows, uint16_t(a.num("sport-base", 0)), unsigned(a.num("threads", 1)));
+    snd.gso = a.has("gso");
     const std::string ctl = a.str("sink-ctl");
     if (ctl.empty()) die("knee: --sink-ctl PATH is required");
     const double secs = a.num("probe-s", 1.0);
@@ -961,12 +994,14 @@ const char kUsage[] =
     "  sink  --bind IP:PORT --ctl PATH [--ready FILE] [--rcvbuf BYTES] [--quiet]\n"
     "  send  --target IP:PORT --size N [--rate PPS] [--flows N] [--sport-base P]\n"
     "        (--duration S | --count N) [--warm-s S] [--echo] [--sink-ctl PATH] [--cpu-pids P,P]\n"
-    "        [--threads T]\n"
+    "        [--threads T] [--gso]\n"
     "  knee  --target IP:PORT --size N --sink-ctl PATH [--flows N] [--sport-base P] [--probe-s S]\n"
-    "        [--warm-s S] [--max-loss PCT] [--hint PPS] [--max-probes N] [--label TEXT] [--threads T]\n"
+    "        [--warm-s S] [--max-loss PCT] [--hint PPS] [--max-probes N] [--label TEXT] [--threads T] [--gso]\n"
     "  ping  --target IP:PORT [--count 2000] [--size 64] [--timeout-ms 500] [--warmup 20]\n"
     "  flows --target IP:PORT --flows N [--size 64] [--window 256] [--retry-ms 1500]\n"
     "        [--attempts 3] [--timeout-s 60] [--hold-s S]\n"
+    "--gso sends each batch of a flow as one UDP_SEGMENT run (Linux 4.18), as QUIC stacks and\n"
+    "wireguard-go do; the receiving socket gets it whole if it enabled UDP_GRO.\n"
     "Each mode prints one JSON line on stdout; progress goes to stderr.\n";
 
 }  // namespace
