@@ -41,7 +41,9 @@ TEST_PKGS := doctest-dev:/usr/include/doctest/doctest.h \
              socat:/usr/bin/socat \
              wireguard-go:/usr/bin/wireguard-go \
              wireguard-tools:/usr/bin/wg \
-             procps:/usr/bin/pkill
+             procps:/usr/bin/pkill \
+             tcpdump:/usr/bin/tcpdump \
+             valgrind:/usr/bin/valgrind
 IS_ROOT   := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 
 FUZZ_SECONDS ?= 60
