@@ -247,11 +247,15 @@ struct Stats {
     uint64_t datagram_bytes_in = 0, datagram_bytes_out = 0;
     uint64_t rst_sent = 0, rst_received = 0;
     uint64_t challenge_acks_sent = 0, idle_acks_sent = 0;
-    uint64_t syn_retransmits = 0;
+    uint64_t syn_retransmits = 0;  // every SYN / SYN-ACK sent after the first of its connection
     uint64_t pure_acks_in = 0;  // segments without payload on an established connection (not drops)
     uint64_t handshakes_completed = 0, handshakes_failed = 0;
     uint64_t open_connections = 0;       // established
     uint64_t half_open_connections = 0;  // syn_sent + syn_received
+    // Drop events by reason. An input packet counts once, for the reason it was
+    // dropped; a reply suppressed by the rate limit (reply_rate_limited) or a
+    // full transmit queue (tx_queue_full) counts in addition, so total_drops()
+    // may exceed packets_in.
     std::array<uint64_t, kDropReasonCount> drops{};
 
     uint64_t dropped(DropReason r) const { return drops[static_cast<size_t>(r)]; }
