@@ -28,8 +28,10 @@ LIB_SRCS  := faketcp.cpp tun.cpp
 LIB_HDRS  := faketcp.h
 DEMO_SRCS := $(wildcard demo/*.cpp)
 DEMO_HDRS := $(wildcard demo/*.h)
-TEST_SRCS := $(wildcard test/*.cpp)
-TEST_HDRS := $(wildcard test/*.h)
+# The unit binary also carries the CLI's own tests (demo/tests/) and the
+# demo sources they exercise.
+TEST_SRCS := $(wildcard test/*.cpp) $(wildcard demo/tests/*.cpp) demo/udp.cpp
+TEST_HDRS := $(wildcard test/*.h) $(wildcard demo/*.h)
 
 # Debian package -> a file it installs; `make deps` installs what is missing.
 TEST_PKGS := doctest-dev:/usr/include/doctest/doctest.h \

@@ -365,10 +365,13 @@ protected:
     }
 
     // Queues a datagram for `flow`, sent at the end of this reactor iteration.
+    // Flows are below max_connections (the queue's size) and a datagram is
+    // smaller than the MTU, so once the queue is emptied the add succeeds.
     void queue_udp(uint32_t flow, ByteView data) {
+        static_assert(UdpTxQueue::kBytes >= kMtu, "a datagram must fit an empty queue");
         if (txq_.add(flow, data)) return;
         flush_udp();  // full: make room
-        if (!txq_.add(flow, data)) ++udp_tx_oversize_;  // larger than the queue: cannot happen with MTU 1500
+        (void)txq_.add(flow, data);
     }
 
     // Sends what send_batch_ holds on `fd`. The first refused UDP_SEGMENT run
@@ -425,7 +428,6 @@ protected:
     bool udp_gro_ = false;  // UDP_GRO on receiving sockets (off once the kernel refuses)
     UdpOffloadStats udp_offload_;
     uint64_t udp_in_ = 0, udp_out_ = 0;
-    uint64_t udp_tx_oversize_ = 0;
     int signal_fd_;
     Duration idle_timeout_;
     Duration stats_interval_;
@@ -871,8 +873,8 @@ public:
         }
         std::string error;
         Fd udp = open_udp_connected(setup_.remote, error);
-        if (udp.valid()) enable_gro(udp.get());
         if (udp.valid()) {
+            enable_gro(udp.get());
             if (faketcp::Status st = reactor_.add_fd(udp.get(), *this); !st) {
                 error = st.message();
                 udp.reset();
