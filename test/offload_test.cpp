@@ -587,35 +587,6 @@ TEST_CASE("offload: split reports no_room and out-of-range segments are empty") 
 
 namespace {
 
-// Moves this thread into a fresh network namespace and back on destruction.
-class PrivateNetns {
-public:
-    PrivateNetns() {
-        orig_ = ::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-        if (orig_ < 0) {
-            why_ = std::string("open /proc/thread-self/ns/net: ") + std::strerror(errno);
-            return;
-        }
-        if (::unshare(CLONE_NEWNET) != 0) {
-            why_ = std::string("unshare(CLONE_NEWNET): ") + std::strerror(errno);
-            ::close(orig_);
-            orig_ = -1;
-        }
-    }
-    ~PrivateNetns() {
-        if (orig_ < 0) return;
-        if (::setns(orig_, CLONE_NEWNET) != 0) std::abort();  // never run the rest of the tests in it
-        ::close(orig_);
-    }
-    PrivateNetns(const PrivateNetns&) = delete;
-    PrivateNetns& operator=(const PrivateNetns&) = delete;
-    bool ok() const { return orig_ >= 0; }
-    const std::string& why() const { return why_; }
-
-private:
-    int orig_ = -1;
-    std::string why_;
-};
 
 bool write_file(const char* path, const char* text) {
     const int fd = ::open(path, O_WRONLY | O_CLOEXEC);

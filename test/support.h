@@ -12,6 +12,15 @@
 //     h.advance(1s);
 #pragma once
 
+#include <fcntl.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
 #include <doctest/doctest.h>
 
 #include <chrono>
@@ -297,6 +306,41 @@ struct Link {
     size_t pump(size_t max_rounds = 64);
     // Advance both clocks to `t`, running timers, then pump.
     void at(TimePoint t);
+};
+
+
+// ---------------------------------------------------------------------------
+// Root-only tests: a private network namespace for the calling thread
+// ---------------------------------------------------------------------------
+
+// Moves this thread into a fresh network namespace and back on destruction.
+class PrivateNetns {
+public:
+    PrivateNetns() {
+        orig_ = ::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+        if (orig_ < 0) {
+            why_ = std::string("open /proc/thread-self/ns/net: ") + std::strerror(errno);
+            return;
+        }
+        if (::unshare(CLONE_NEWNET) != 0) {
+            why_ = std::string("unshare(CLONE_NEWNET): ") + std::strerror(errno);
+            ::close(orig_);
+            orig_ = -1;
+        }
+    }
+    ~PrivateNetns() {
+        if (orig_ < 0) return;
+        if (::setns(orig_, CLONE_NEWNET) != 0) std::abort();  // never run the rest of the tests in it
+        ::close(orig_);
+    }
+    PrivateNetns(const PrivateNetns&) = delete;
+    PrivateNetns& operator=(const PrivateNetns&) = delete;
+    bool ok() const { return orig_ >= 0; }
+    const std::string& why() const { return why_; }
+
+private:
+    int orig_ = -1;
+    std::string why_;
 };
 
 }  // namespace tst

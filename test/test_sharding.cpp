@@ -221,36 +221,8 @@ TEST_CASE("attach_queue_refuses_a_queue_the_tun_lacks") {
 
 namespace {
 
-// Moves this thread into a fresh network namespace and back on destruction
-// (as test/offload_test.cpp does). Threads started meanwhile share it.
-class Netns {
-public:
-    Netns() {
-        orig_ = ::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-        if (orig_ < 0) {
-            why_ = std::string("open /proc/thread-self/ns/net: ") + std::strerror(errno);
-            return;
-        }
-        if (::unshare(CLONE_NEWNET) != 0) {
-            why_ = std::string("unshare(CLONE_NEWNET): ") + std::strerror(errno);
-            ::close(orig_);
-            orig_ = -1;
-        }
-    }
-    ~Netns() {
-        if (orig_ < 0) return;
-        if (::setns(orig_, CLONE_NEWNET) != 0) std::abort();  // never run the rest of the tests in it
-        ::close(orig_);
-    }
-    Netns(const Netns&) = delete;
-    Netns& operator=(const Netns&) = delete;
-    bool ok() const { return orig_ >= 0; }
-    const std::string& why() const { return why_; }
-
-private:
-    int orig_ = -1;
-    std::string why_;
-};
+// Threads started while it is alive share the private namespace.
+using Netns = tst::PrivateNetns;
 
 bool can_run_root_tests() {
     if (::geteuid() == 0 && ::access("/dev/net/tun", R_OK | W_OK) == 0) return true;
