@@ -111,12 +111,11 @@ out=$(gen 15 ping --target "$TUNNEL_TARGET" --count 5 --warmup 3 --timeout-ms 30
 [ "$(jnum lost "$out")" = 0 ] || fail "the tunnel loses pings: $out"
 
 # Every tunnel flow the bench measures is opened first and given 1.3 s of light
-# traffic: the router's strict conntrack (be_liberal=0) lets the client send only
-# 64 KiB past the server's SYN-ACK, whose window is unscaled, until the server's
-# first ACK with the scaled window (its idle ACK, 1 s after the first data). Without
-# this, the first second of every new flow loses most of its datagrams as INVALID
-# (see /work/notes/netns-findings.md), which would measure connection start-up,
-# not steady state. The total stays under 64 KiB per flow.
+# traffic, so the knee search measures steady state, not connection start-up.
+# (Before the server sent a pure ACK on accept, the router's strict conntrack let a
+# new flow send only 64 KiB past the unscaled SYN-ACK window for its first second;
+# priming also keeps the bench honest on builds without that fix.) The total stays
+# under 64 KiB per flow.
 prime_tunnel() {  # prime_tunnel SPORT_BASE FLOWS
     gen 15 send --target "$TUNNEL_TARGET" --size 64 --rate $((100 * $2)) --duration 1.3 --flows "$2" \
         --sport-base "$1" --quiet >/dev/null || fail "priming tunnel flows $1+$2"
