@@ -52,21 +52,32 @@ FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := $(patsubst test/fuzz/%.cpp,%,$(wildcard test/fuzz/fuzz_*.cpp))
 FUZZ_FLAGS := -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 
-.PHONY: fuzz all test unit-test vendor-check readme-example netns-test demo sanitize deps clean check-doctest
+.PHONY: check-cxx fuzz all test unit-test vendor-check readme-example netns-test demo sanitize deps clean check-doctest
 
 all: $(BUILD)/faketcp $(BUILD)/unit_tests
 
 $(BUILD):
 	@mkdir -p $(BUILD)
 
-$(BUILD)/faketcp: $(DEMO_SRCS) $(DEMO_HDRS) $(LIB_SRCS) $(LIB_HDRS) | $(BUILD)
+$(BUILD)/faketcp: $(DEMO_SRCS) $(DEMO_HDRS) $(LIB_SRCS) $(LIB_HDRS) | $(BUILD) check-cxx
 	$(CXX) $(ALLFLAGS) -I. -o $@ $(DEMO_SRCS) $(LIB_SRCS)
 
-$(BUILD)/unit_tests: $(TEST_SRCS) $(TEST_HDRS) $(LIB_SRCS) $(LIB_HDRS) | $(BUILD) check-doctest
+$(BUILD)/unit_tests: $(TEST_SRCS) $(TEST_HDRS) $(LIB_SRCS) $(LIB_HDRS) | $(BUILD) check-cxx check-doctest
 	$(CXX) $(ALLFLAGS) -I. -o $@ $(TEST_SRCS) $(LIB_SRCS)
 
 $(BUILD)/unit_tests_san: $(TEST_SRCS) $(TEST_HDRS) $(LIB_SRCS) $(LIB_HDRS) | $(BUILD) check-doctest
 	$(CXX) $(STD) $(WARN) $(SANFLAGS) -I. -o $@ $(TEST_SRCS) $(LIB_SRCS)
+
+# The compiler: installed as root when missing, or named with its install command.
+check-cxx:
+	@if ! command -v $(firstword $(CXX)) >/dev/null 2>&1; then \
+	  if [ "$(IS_ROOT)" = yes ]; then \
+	    pkg=g++; case "$(CXX)" in clang*) pkg=clang;; esac; \
+	    echo "installing $$pkg (no $(CXX) found)"; export DEBIAN_FRONTEND=noninteractive; \
+	    { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $$pkg >/dev/null; } \
+	      || { echo "apt-get install $$pkg failed" >&2; exit 1; }; \
+	  else echo "$(CXX) is missing: run 'sudo apt-get install -y --no-install-recommends g++ make'" >&2; exit 1; fi; \
+	fi
 
 # doctest comes from Debian's doctest-dev: install it as root, or name the command.
 check-doctest:
