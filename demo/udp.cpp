@@ -345,55 +345,44 @@ UdpSendBatch::UdpSendBatch()
 
 namespace {
 
+// Writes one control message of `len` data bytes at `control`; returns its space.
+size_t put_cmsg(uint8_t* control, int level, int type, const void* data, size_t len) {
+    msghdr h{};
+    h.msg_control = control;
+    h.msg_controllen = CMSG_SPACE(len);
+    std::memset(control, 0, h.msg_controllen);
+    cmsghdr* c = CMSG_FIRSTHDR(&h);
+    c->cmsg_level = level;
+    c->cmsg_type = type;
+    c->cmsg_len = CMSG_LEN(len);
+    std::memcpy(CMSG_DATA(c), data, len);
+    return h.msg_controllen;
+}
+
 // Writes the source-address control message for `from` at `control`;
 // returns its space (0 when the kernel is to choose).
 size_t put_pktinfo(uint8_t* control, const PktInfo& from) {
-    msghdr h{};
-    h.msg_control = control;
     if (from.family == AF_INET6) {
         // On a dual-stack socket a mapped address selects the IPv4 source.
-        h.msg_controllen = CMSG_SPACE(sizeof(in6_pktinfo));
-        std::memset(control, 0, h.msg_controllen);
-        cmsghdr* c = CMSG_FIRSTHDR(&h);
-        c->cmsg_level = IPPROTO_IPV6;
-        c->cmsg_type = IPV6_PKTINFO;
-        c->cmsg_len = CMSG_LEN(sizeof(in6_pktinfo));
         in6_pktinfo pi{};
         std::memcpy(&pi.ipi6_addr, from.addr, 16);
         // The interface matters for link-local addresses only; elsewhere let
         // the routing table choose, as it would for an unbound reply.
         const bool link_local = from.addr[0] == 0xfe && (from.addr[1] & 0xc0) == 0x80;
         pi.ipi6_ifindex = link_local ? from.ifindex : 0;
-        std::memcpy(CMSG_DATA(c), &pi, sizeof pi);
-        return h.msg_controllen;
+        return put_cmsg(control, IPPROTO_IPV6, IPV6_PKTINFO, &pi, sizeof pi);
     }
     if (from.family == AF_INET) {
-        h.msg_controllen = CMSG_SPACE(sizeof(in_pktinfo));
-        std::memset(control, 0, h.msg_controllen);
-        cmsghdr* c = CMSG_FIRSTHDR(&h);
-        c->cmsg_level = IPPROTO_IP;
-        c->cmsg_type = IP_PKTINFO;
-        c->cmsg_len = CMSG_LEN(sizeof(in_pktinfo));
         in_pktinfo pi{};
         std::memcpy(&pi.ipi_spec_dst, from.addr, 4);
-        std::memcpy(CMSG_DATA(c), &pi, sizeof pi);
-        return h.msg_controllen;
+        return put_cmsg(control, IPPROTO_IP, IP_PKTINFO, &pi, sizeof pi);
     }
     return 0;
 }
 
 // Writes a UDP_SEGMENT control message at `control`; returns its space.
 size_t put_gso_size(uint8_t* control, uint16_t gso_size) {
-    msghdr h{};
-    h.msg_control = control;
-    h.msg_controllen = CMSG_SPACE(sizeof(uint16_t));
-    std::memset(control, 0, h.msg_controllen);
-    cmsghdr* c = CMSG_FIRSTHDR(&h);
-    c->cmsg_level = SOL_UDP;
-    c->cmsg_type = UDP_SEGMENT;
-    c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-    std::memcpy(CMSG_DATA(c), &gso_size, sizeof gso_size);
-    return h.msg_controllen;
+    return put_cmsg(control, SOL_UDP, UDP_SEGMENT, &gso_size, sizeof gso_size);
 }
 
 }  // namespace
