@@ -531,6 +531,9 @@ struct TunConfig {
     std::string name;          // empty: the kernel picks "tunN"
     uint32_t queues = 1;       // >1 opens a multi-queue device, one fd per queue
     uint32_t mtu = 1500;
+    // Packets the kernel may queue for the reader (txqueuelen); 0 leaves the
+    // kernel's default (500), which a burst from many flows overflows.
+    uint32_t tx_queue_len = 4096;
     // The host side of the point-to-point link ("local") and the side the
     // Stack owns ("peer"); unset ones are not configured.
     std::optional<IpAddr> local_v4, peer_v4;

@@ -397,6 +397,19 @@ Status set_mtu(int sock, const std::string& name, uint32_t mtu) {
     return if_ioctl(sock, SIOCSIFMTU, "SIOCSIFMTU", what, ifr);
 }
 
+// The kernel queues packets routed into the TUN until the reader takes them;
+// at its default of 500 a burst from many flows (one reply each) overflows
+// while the reader is busy, and those packets are lost. Only raised, never
+// lowered, and only when it differs (as for the MTU).
+Status set_tx_queue_len(int sock, const std::string& name, uint32_t len) {
+    const std::string what = "setting txqueuelen " + std::to_string(len) + " on " + name;
+    ifreq ifr = ifreq_for(name);
+    if (Status s = if_ioctl(sock, SIOCGIFTXQLEN, "SIOCGIFTXQLEN", what, ifr); !s) return s;
+    if (ifr.ifr_qlen >= static_cast<int>(len)) return {};
+    ifr.ifr_qlen = static_cast<int>(len);
+    return if_ioctl(sock, SIOCSIFTXQLEN, "SIOCSIFTXQLEN", what, ifr);
+}
+
 Status bring_up(int sock, const std::string& name) {
     const std::string what = "bringing " + name + " up";
     ifreq ifr = ifreq_for(name);
@@ -1109,6 +1122,9 @@ Result<Tun> Tun::open(const TunConfig& config) {
     }
 
     if (Status s = set_mtu(sock->get(), name, config.mtu); !s) return s;
+    if (config.tx_queue_len != 0) {
+        if (Status s = set_tx_queue_len(sock->get(), name, config.tx_queue_len); !s) return s;
+    }
     if (config.up) {
         if (Status s = bring_up(sock->get(), name); !s) return s;
     }
