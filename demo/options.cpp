@@ -82,7 +82,7 @@ struct Defaults {
 };
 constexpr Defaults kClientDefaults{"192.168.200.1", "192.168.200.2", "fcc8::1", "fcc8::2"};
 constexpr Defaults kServerDefaults{"192.168.201.1", "192.168.201.2", "fcc9::1", "fcc9::2"};
-constexpr uint32_t kMaxQueues = 256;  // the kernel's MAX_TAP_QUEUES
+
 constexpr uint64_t kMaxConnections = 1u << 24;
 constexpr uint64_t kMaxReplyRate = 10000000;
 constexpr uint64_t kMaxSeconds = 100u * 365 * 24 * 3600;
@@ -273,7 +273,9 @@ std::string usage(std::optional<Mode> mode) {
     s += "                              (at most 1460 bytes; 1440 over IPv6)\n";
     s += "      --idle-timeout SECONDS  close a flow after this long without traffic either way;\n"
          "                              0 never closes (default: 180)\n";
-    s += "      --queues N              TUN queues, 1-256 (default: 1)\n";
+    s += "      --queues N              TUN queues, one worker thread each, 1-256; connections,\n"
+         "                              --max-connections, --max-half-open and --reply-rate\n"
+         "                              are split evenly between them (default: one per CPU)\n";
     s += "      --stats-interval SECONDS  log statistics this often, 0 = off; they are always\n"
          "                              logged on exit (default: 0)\n";
     s += "      --log-level LEVEL       error, warn, info or debug (default: $FAKETCP_LOG, else info)\n";

@@ -16,6 +16,7 @@
 namespace demo {
 
 constexpr const char* kVersion = "0.1.0";
+constexpr uint32_t kMaxQueues = 256;  // the kernel's limit for a TUN (MAX_TAP_QUEUES)
 
 enum class Mode : uint8_t { client, server };
 
@@ -37,7 +38,7 @@ struct Options {
     std::string handshake_packet_path;  // empty: none
     faketcp::LogLevel log_level = faketcp::LogLevel::info;
     uint32_t idle_timeout_s = 180;  // 0: flows never time out
-    uint32_t queues = 1;            // TUN queues
+    uint32_t queues = 0;            // TUN queues and worker threads; 0: one per usable CPU
     uint32_t stats_interval_s = 0;  // 0: only the final dump on exit
     bool offload = true;            // TUN vnet-header offloads (GSO/GRO); --no-offload clears
     bool udp_offload = true;        // UDP_SEGMENT / UDP_GRO on the UDP side; --no-udp-offload clears

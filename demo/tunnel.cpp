@@ -1,8 +1,21 @@
 // demo/tunnel.cpp — the client and server tunnels.
 //
-// One thread, one Reactor. The StackDriver owns the TUN side; TunnelBase is
-// the Reactor handler for everything else (UDP sockets, the signalfd, the
-// idle sweep and the stats timer) and the StackHandler for stack events.
+// One worker thread per TUN queue (--queues, default one per CPU), each with
+// its own Reactor, Stack, StackDriver and tunnel; they share nothing but the
+// Tun, whose per-queue reads and writes are thread-safe. An eBPF program on
+// the TUN (Tun::steer_by_ports) sends every packet of a connection to queue
+// (sport + dport) % queues, and each worker's Stack picks client ports in its
+// own class (StackConfig::shard_index), so a connection lives on one worker
+// from its first SYN to its last RST. UDP peers meet workers through an
+// SO_REUSEPORT group on the client (the kernel hashes the peer's address to
+// one socket) and through per-connection sockets on the server. Without
+// steering (no eBPF) one worker serves every queue.
+//
+// The main thread owns the signals and the stats timer; it talks to workers
+// through WorkerLink (an eventfd plus atomics) and sums their snapshots into
+// one stats dump. In a worker, the StackDriver owns the TUN side; TunnelBase
+// is the Reactor handler for everything else (UDP sockets, the wake eventfd,
+// the idle sweep) and the StackHandler for stack events.
 //
 // Per-datagram paths allocate nothing and never log above debug:
 //   UDP -> TCP: recvmmsg batch, each receive one datagram or (UDP_GRO) a run
@@ -17,18 +30,27 @@
 // flow inserts into a hash map.
 #include "demo/tunnel.h"
 
+#include <poll.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cinttypes>
+#include <condition_variable>
 #include <cstring>
 #include <ctime>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
+#include <type_traits>
 #include <unordered_map>
 
 #include "demo/log.h"
@@ -182,12 +204,170 @@ std::string seconds_str(Duration d) {
 }
 
 // ---------------------------------------------------------------------------
+// Statistics: each worker's snapshot, summed into one dump
+// ---------------------------------------------------------------------------
+
+// The tunnel's own counters, the client's and the server's in one struct.
+// Nothing but uint64_t, so that add_counters can sum two of them.
+struct TunnelCounters {
+    uint64_t udp_in = 0, udp_out = 0, idle_closed = 0;
+    uint64_t oversize_drops = 0, empty_drops = 0, tx_full_drops = 0, send_errors = 0;
+    uint64_t stale_datagrams = 0, rx_overflows = 0;
+    uint64_t udp_refused = 0, udp_no_buffers = 0, udp_would_block = 0, udp_other = 0;
+    // client
+    uint64_t peers = 0, connects_started = 0, connects_ok = 0, connects_lost = 0;
+    uint64_t pending_full_drops = 0, pending_lost = 0, no_conn_drops = 0, table_full_drops = 0;
+    // server
+    uint64_t accepted = 0, peer_closed = 0, socket_errors = 0;
+    UdpOffloadStats udp_offload;
+};
+
+struct Snapshot {
+    faketcp::Stats stack;
+    StackDriver::OffloadStats offload;
+    uint64_t tun_read_errors = 0, tun_write_errors = 0;
+    TunnelCounters tunnel;
+};
+
+// Adds `b` to `a` field by field. T must hold nothing but uint64_t counters
+// (arrays of them included). The assert catches most other fields: a
+// narrower integer or a bool leaves padding, and the size stops being a
+// multiple of 8 or the representation stops being unique.
+template <typename T>
+void add_counters(T& a, const T& b) {
+    static_assert(std::is_trivially_copyable_v<T> && std::has_unique_object_representations_v<T> &&
+                      sizeof(T) % sizeof(uint64_t) == 0,
+                  "add_counters sums uint64_t counters only");
+    constexpr size_t n = sizeof(T) / sizeof(uint64_t);
+    uint64_t x[n], y[n];
+    std::memcpy(x, &a, sizeof a);
+    std::memcpy(y, &b, sizeof b);
+    for (size_t i = 0; i < n; ++i) x[i] += y[i];
+    std::memcpy(&a, x, sizeof a);
+}
+
+void add_snapshot(Snapshot& sum, const Snapshot& s) {
+    add_counters(sum.stack, s.stack);
+    add_counters(sum.offload, s.offload);
+    sum.tun_read_errors += s.tun_read_errors;
+    sum.tun_write_errors += s.tun_write_errors;
+    add_counters(sum.tunnel, s.tunnel);
+}
+
+std::string udp_offload_text(const UdpOffloadStats& u) {
+    char buf[200];
+    std::snprintf(buf, sizeof buf,
+                  ", UDP GSO: sends %" PRIu64 " datagrams %" PRIu64 " refused %" PRIu64 ", UDP GRO: receives %" PRIu64
+                  " datagrams %" PRIu64,
+                  u.gso_sends, u.gso_datagrams, u.gso_refused, u.gro_receives, u.gro_datagrams);
+    return buf;
+}
+
+// Statistics at info, as one write so readers never see half a dump: the
+// stack's, the TUN's, then the tunnel's own.
+void log_stats(Mode mode, const Snapshot& snap, bool tun_offload, const char* when) {
+    const faketcp::Stats& s = snap.stack;
+    std::string drops;
+    for (size_t i = 0; i < faketcp::kDropReasonCount; ++i) {
+        if (s.drops[i] == 0) continue;
+        drops += drops.empty() ? " (" : ", ";
+        drops += faketcp::to_string(static_cast<faketcp::DropReason>(i));
+        drops += "=" + std::to_string(s.drops[i]);
+    }
+    if (!drops.empty()) drops += ")";
+    LogBlock block(faketcp::LogLevel::info);
+    block.add("stats%s: stack: packets in %" PRIu64 " (%" PRIu64 " B) out %" PRIu64 " (%" PRIu64
+              " B), datagrams in %" PRIu64 " (%" PRIu64 " B) out %" PRIu64 " (%" PRIu64
+              " B), connections open %" PRIu64 " half-open %" PRIu64 ", handshakes ok %" PRIu64 " failed %" PRIu64
+              ", RST sent %" PRIu64 " received %" PRIu64 ", challenge ACKs %" PRIu64 ", idle ACKs %" PRIu64
+              ", SYN retransmits %" PRIu64 ", pure ACKs in %" PRIu64 ", TUN read errors %" PRIu64
+              " write errors %" PRIu64 ", drops %" PRIu64 "%s",
+              when, s.packets_in, s.bytes_in, s.packets_out, s.bytes_out, s.datagrams_in, s.datagram_bytes_in,
+              s.datagrams_out, s.datagram_bytes_out, s.open_connections, s.half_open_connections,
+              s.handshakes_completed, s.handshakes_failed, s.rst_sent, s.rst_received, s.challenge_acks_sent,
+              s.idle_acks_sent, s.syn_retransmits, s.pure_acks_in, snap.tun_read_errors, snap.tun_write_errors,
+              s.total_drops(), drops.c_str());
+    if (tun_offload) {
+        const StackDriver::OffloadStats& os = snap.offload;
+        uint64_t rx_drops = 0;
+        for (uint64_t d : os.rx_drops) rx_drops += d;
+        block.add("stats%s: TUN offload: GSO writes %" PRIu64 " (%" PRIu64 " segments, %" PRIu64
+                  " rejected), GRO reads %" PRIu64 " (%" PRIu64 " segments), checksums completed %" PRIu64
+                  ", reads dropped %" PRIu64,
+                  when, os.gso_writes, os.gso_segments, os.gso_rejected, os.gro_reads, os.gro_segments,
+                  os.csum_completed, rx_drops);
+    }
+    const TunnelCounters& c = snap.tunnel;
+    if (mode == Mode::client) {
+        block.add("stats%s: client: UDP peers %" PRIu64 ", connections opened %" PRIu64 " established %" PRIu64
+                  " failed/reset %" PRIu64 ", idle-closed %" PRIu64 ", UDP in %" PRIu64 " out %" PRIu64
+                  ", dropped: oversized %" PRIu64 " empty %" PRIu64 " handshake-queue-full %" PRIu64
+                  " queued-then-lost %" PRIu64 " no-connection %" PRIu64 " tx-queue-full %" PRIu64
+                  " send-errors %" PRIu64 " flow-table-full %" PRIu64 " stale %" PRIu64
+                  " receive-buffer-overflow %" PRIu64 ", UDP errors: refused %" PRIu64 " no-buffers %" PRIu64
+                  " would-block %" PRIu64 " other %" PRIu64 "%s",
+                  when, c.peers, c.connects_started, c.connects_ok, c.connects_lost, c.idle_closed, c.udp_in,
+                  c.udp_out, c.oversize_drops, c.empty_drops, c.pending_full_drops, c.pending_lost, c.no_conn_drops,
+                  c.tx_full_drops, c.send_errors, c.table_full_drops, c.stale_datagrams, c.rx_overflows,
+                  c.udp_refused, c.udp_no_buffers, c.udp_would_block, c.udp_other,
+                  udp_offload_text(c.udp_offload).c_str());
+    } else {
+        block.add("stats%s: server: connections accepted %" PRIu64 " closed-by-peer %" PRIu64 " idle-closed %" PRIu64
+                  " no-socket %" PRIu64 ", UDP in %" PRIu64 " out %" PRIu64 ", dropped: oversized %" PRIu64
+                  " empty %" PRIu64 " tx-queue-full %" PRIu64 " send-errors %" PRIu64 " stale %" PRIu64
+                  " receive-buffer-overflow %" PRIu64 ", UDP errors: refused %" PRIu64 " no-buffers %" PRIu64
+                  " would-block %" PRIu64 " other %" PRIu64 "%s",
+                  when, c.accepted, c.peer_closed, c.idle_closed, c.socket_errors, c.udp_in, c.udp_out,
+                  c.oversize_drops, c.empty_drops, c.tx_full_drops, c.send_errors, c.stale_datagrams, c.rx_overflows,
+                  c.udp_refused, c.udp_no_buffers, c.udp_would_block, c.udp_other,
+                  udp_offload_text(c.udp_offload).c_str());
+    }
+}
+
+void add_udp_errors(TunnelCounters& c, const UdpErrors& e) {
+    c.udp_refused += e.conn_refused;
+    c.udp_no_buffers += e.no_buffers;
+    c.udp_would_block += e.would_block;
+    c.udp_other += e.other;
+}
+
+// ---------------------------------------------------------------------------
+// WorkerLink: the main thread and one worker
+// ---------------------------------------------------------------------------
+
+// Where workers answer stats requests; one for all of them.
+struct StatsExchange {
+    std::mutex mu;
+    std::condition_variable answered;
+};
+
+// The main thread sets a request, then writes `wake`; the worker's reactor
+// sees `wake` readable and acts on every request set.
+struct WorkerLink {
+    Fd wake;                               // eventfd
+    std::atomic<int> stop_signal{0};       // nonzero: reset every connection and stop
+    std::atomic<uint64_t> stats_wanted{0};  // the latest stats request's number
+    StatsExchange* exchange = nullptr;
+    // Guarded by exchange->mu:
+    uint64_t stats_answered = 0;
+    Snapshot snapshot;
+
+    void poke() const {
+        const uint64_t one = 1;
+        ssize_t n = ::write(wake.get(), &one, sizeof one);
+        (void)n;  // only fails when the counter is about to overflow: the worker is woken anyway
+    }
+};
+
+// ---------------------------------------------------------------------------
 // TunnelBase: what the client and the server share
 // ---------------------------------------------------------------------------
 
 class TunnelBase : public faketcp::StackHandler, public Reactor::Handler {
 public:
-    TunnelBase(const TunnelSetup& setup, Reactor& reactor, Stack& stack, Tun& tun, int signal_fd)
+    // `queue`: the one TUN queue this worker serves; nullopt: all of them.
+    TunnelBase(const TunnelSetup& setup, Reactor& reactor, Stack& stack, Tun& tun, std::optional<size_t> queue,
+               WorkerLink& link)
         : setup_(setup),
           opt_(setup.options),
           reactor_(reactor),
@@ -195,9 +375,9 @@ public:
           tun_(tun),
           driver_(stack, tun, *this),
           txq_(stack.config().max_connections),
-          signal_fd_(signal_fd),
-          idle_timeout_(std::chrono::seconds(setup.options.idle_timeout_s)),
-          stats_interval_(std::chrono::seconds(setup.options.stats_interval_s)) {}
+          queue_(queue),
+          link_(link),
+          idle_timeout_(std::chrono::seconds(setup.options.idle_timeout_s)) {}
     ~TunnelBase() override = default;
 
     // Registers with the reactor; false after logging why not.
@@ -205,17 +385,17 @@ public:
         const TimePoint now = reactor_.now();
         coarse_now_ = now;
         next_sweep_ = now + kSweepInterval;
-        next_stats_ = now + stats_interval_;
         setup_udp_offload();
         // The driver first: the reactor calls on_batch_end in registration
         // order, so the driver has dispatched an iteration's last datagram
         // events before our on_batch_end sends them on.
-        if (faketcp::Status st = driver_.attach(reactor_); !st) {
+        faketcp::Status st = queue_ ? driver_.attach_queue(reactor_, *queue_) : driver_.attach(reactor_);
+        if (!st) {
             LOG_ERROR("cannot watch the TUN device: %s", st.message().c_str());
             return false;
         }
-        if (faketcp::Status st = reactor_.add_fd(signal_fd_, *this); !st) {
-            LOG_ERROR("cannot watch the signalfd: %s", st.message().c_str());
+        if (st = reactor_.add_fd(link_.wake.get(), *this); !st) {
+            LOG_ERROR("cannot watch the worker's eventfd: %s", st.message().c_str());
             return false;
         }
         return start_mode();
@@ -227,75 +407,54 @@ public:
         reactor_.remove_handler(*this);
     }
 
-    virtual void log_ready() const = 0;
+    // "ready" at info, once for the process. `threads`: how many workers.
+    virtual void log_ready(size_t threads) const = 0;
 
-    // Statistics at info: the stack's, the TUN's, then the tunnel's own.
-    void log_stats(const char* when) const {
-        const faketcp::Stats& s = stack_.stats();
-        std::string drops;
-        for (size_t i = 0; i < faketcp::kDropReasonCount; ++i) {
-            if (s.drops[i] == 0) continue;
-            drops += drops.empty() ? " (" : ", ";
-            drops += faketcp::to_string(static_cast<faketcp::DropReason>(i));
-            drops += "=" + std::to_string(s.drops[i]);
-        }
-        if (!drops.empty()) drops += ")";
-        LogBlock block(faketcp::LogLevel::info);  // one write: readers never see half a dump
-        block.add("stats%s: stack: packets in %" PRIu64 " (%" PRIu64 " B) out %" PRIu64 " (%" PRIu64
-                 " B), datagrams in %" PRIu64 " (%" PRIu64 " B) out %" PRIu64 " (%" PRIu64
-                 " B), connections open %" PRIu64 " half-open %" PRIu64 ", handshakes ok %" PRIu64
-                 " failed %" PRIu64 ", RST sent %" PRIu64 " received %" PRIu64 ", challenge ACKs %" PRIu64
-                 ", idle ACKs %" PRIu64 ", SYN retransmits %" PRIu64 ", pure ACKs in %" PRIu64
-                 ", TUN read errors %" PRIu64 " write errors %" PRIu64 ", drops %" PRIu64 "%s",
-                 when, s.packets_in, s.bytes_in, s.packets_out, s.bytes_out, s.datagrams_in,
-                 s.datagram_bytes_in, s.datagrams_out, s.datagram_bytes_out, s.open_connections,
-                 s.half_open_connections, s.handshakes_completed, s.handshakes_failed, s.rst_sent,
-                 s.rst_received, s.challenge_acks_sent, s.idle_acks_sent, s.syn_retransmits, s.pure_acks_in,
-                 driver_.tun_read_errors(), driver_.tun_write_errors(), s.total_drops(), drops.c_str());
-        if (tun_.offload()) {
-            const StackDriver::OffloadStats& os = driver_.offload_stats();
-            uint64_t rx_drops = 0;
-            for (uint64_t d : os.rx_drops) rx_drops += d;
-            block.add("stats%s: TUN offload: GSO writes %" PRIu64 " (%" PRIu64 " segments, %" PRIu64
-                     " rejected), GRO reads %" PRIu64 " (%" PRIu64 " segments), checksums completed %" PRIu64
-                     ", reads dropped %" PRIu64,
-                     when, os.gso_writes, os.gso_segments, os.gso_rejected, os.gro_reads, os.gro_segments,
-                     os.csum_completed, rx_drops);
-        }
-        log_mode_stats(block, when);
+    // This worker's counters. Only from the worker's own thread, or once it
+    // has ended.
+    Snapshot snapshot() const {
+        Snapshot s;
+        s.stack = stack_.stats();
+        s.offload = driver_.offload_stats();
+        s.tun_read_errors = driver_.tun_read_errors();
+        s.tun_write_errors = driver_.tun_write_errors();
+        TunnelCounters& c = s.tunnel;
+        c.udp_in = udp_in_;
+        c.udp_out = udp_out_;
+        c.oversize_drops = oversize_drops_;
+        c.empty_drops = empty_drops_;
+        c.tx_full_drops = tx_full_drops_;
+        c.send_errors = send_errors_;
+        c.udp_offload = udp_offload_;
+        fill_mode_counters(c);
+        return s;
     }
+
+    // Connections reset by the stop request.
+    size_t reset_on_stop() const { return reset_on_stop_; }
 
     // --- Reactor::Handler -------------------------------------------------
 
     void on_readable(int fd, TimePoint now) override {
         coarse_now_ = now;
-        if (fd == signal_fd_) {
-            on_signal(now);
+        if (fd == link_.wake.get()) {
+            on_wake(now);
             return;
         }
         on_udp_readable(fd, now);
     }
 
     std::optional<TimePoint> next_deadline() const override {
-        if (stopping_) return std::nullopt;
-        std::optional<TimePoint> t;
-        if (idle_timeout_.count() > 0) t = next_sweep_;
-        if (stats_interval_.count() > 0 && (!t || next_stats_ < *t)) t = next_stats_;
-        return t;
+        if (stopping_ || idle_timeout_.count() == 0) return std::nullopt;
+        return next_sweep_;
     }
 
     void on_deadline(TimePoint now) override {
         coarse_now_ = now;
-        if (stopping_) return;
-        if (idle_timeout_.count() > 0 && now >= next_sweep_) {
-            next_sweep_ = now + kSweepInterval;
-            // Closing queues RSTs; the driver may have flushed already this round.
-            if (sweep_idle(now) > 0) driver_.flush();
-        }
-        if (stats_interval_.count() > 0 && now >= next_stats_) {
-            next_stats_ = now + stats_interval_;
-            log_stats("");
-        }
+        if (stopping_ || idle_timeout_.count() == 0 || now < next_sweep_) return;
+        next_sweep_ = now + kSweepInterval;
+        // Closing queues RSTs; the driver may have flushed already this round.
+        if (sweep_idle(now) > 0) driver_.flush();
     }
 
     void on_batch_end(TimePoint now) override {
@@ -311,8 +470,22 @@ protected:
     virtual size_t sweep_idle(TimePoint now) = 0;
     // Resets every connection; returns how many.
     virtual size_t close_all(TimePoint now) = 0;
-    virtual void log_mode_stats(LogBlock& block, const char* when) const = 0;
+    virtual void fill_mode_counters(TunnelCounters& c) const = 0;
     virtual const char* mode_name() const = 0;
+
+    // "tun0 (10.0.0.1 <-> 10.0.0.2) with 2 queues, one thread each", for log_ready.
+    std::string tun_description(size_t threads) const {
+        std::string tun = tun_.name() + " (" + faketcp::to_string(opt_.tun_local) + " <-> " +
+                          faketcp::to_string(opt_.tun_peer);
+        if (opt_.tun_local6)
+            tun += ", " + faketcp::to_string(*opt_.tun_local6) + " <-> " + faketcp::to_string(*opt_.tun_peer6);
+        tun += ")";
+        if (tun_.queue_count() > 1) {
+            tun += " with " + std::to_string(tun_.queue_count()) + " queues";
+            tun += threads > 1 ? ", one thread each" : ", one thread for all";
+        }
+        return tun;
+    }
 
     // A datagram that one segment cannot carry: counted, and a warning at
     // most every kWarnInterval.
@@ -388,16 +561,6 @@ protected:
         return out;
     }
 
-    // ", UDP GSO: ..., UDP GRO: ..." for the mode's stats line.
-    std::string udp_offload_stats() const {
-        char buf[200];
-        std::snprintf(buf, sizeof buf,
-                      ", UDP GSO: sends %" PRIu64 " datagrams %" PRIu64 " refused %" PRIu64 ", UDP GRO: receives %" PRIu64
-                      " datagrams %" PRIu64,
-                      udp_offload_.gso_sends, udp_offload_.gso_datagrams, udp_offload_.gso_refused,
-                      udp_offload_.gro_receives, udp_offload_.gro_datagrams);
-        return buf;
-    }
 
     // StackDriver::send with the outcome counted; never logs above debug
     // except the rate-limited oversize warning.
@@ -428,12 +591,13 @@ protected:
     bool udp_gro_ = false;  // UDP_GRO on receiving sockets (off once the kernel refuses)
     UdpOffloadStats udp_offload_;
     uint64_t udp_in_ = 0, udp_out_ = 0;
-    int signal_fd_;
+    std::optional<size_t> queue_;
+    WorkerLink& link_;
     Duration idle_timeout_;
-    Duration stats_interval_;
     TimePoint coarse_now_{};  // the last time the reactor gave us; for idle stamps
-    TimePoint next_sweep_{}, next_stats_{};
+    TimePoint next_sweep_{};
     bool stopping_ = false;
+    size_t reset_on_stop_ = 0;
 
     RateLimit oversize_warn_{kWarnInterval};
     uint64_t oversize_drops_ = 0;
@@ -442,18 +606,30 @@ protected:
     uint64_t send_errors_ = 0;
 
 private:
-    void on_signal(TimePoint now) {
-        signalfd_siginfo si{};
-        ssize_t n = ::read(signal_fd_, &si, sizeof si);
-        if (n != static_cast<ssize_t>(sizeof si)) return;
-        if (stopping_) return;
-        stopping_ = true;
-        const char* name = si.ssi_signo == SIGINT ? "SIGINT" : si.ssi_signo == SIGTERM ? "SIGTERM" : "signal";
-        size_t closed = close_all(now);
-        driver_.flush();  // the RSTs reach the TUN before it goes away
-        LOG_INFO("%s: %s received: reset %zu connection%s, shutting down", mode_name(), name, closed,
-                 closed == 1 ? "" : "s");
-        reactor_.stop();
+    // The main thread asked for something: see WorkerLink.
+    void on_wake(TimePoint now) {
+        uint64_t count = 0;
+        ssize_t n = ::read(link_.wake.get(), &count, sizeof count);
+        (void)n;  // EAGAIN: a spurious wake-up; the requests below are checked anyway
+        if (link_.stop_signal.load() != 0 && !stopping_) {
+            stopping_ = true;
+            reset_on_stop_ = close_all(now);
+            driver_.flush();  // the RSTs reach the TUN before it goes away
+            reactor_.stop();
+        }
+        const uint64_t wanted = link_.stats_wanted.load();
+        if (wanted != 0) answer_stats(wanted);
+    }
+
+    void answer_stats(uint64_t wanted) {
+        Snapshot s = snapshot();
+        {
+            std::lock_guard<std::mutex> lock(link_.exchange->mu);
+            if (link_.stats_answered >= wanted) return;
+            link_.snapshot = s;
+            link_.stats_answered = wanted;
+        }
+        link_.exchange->answered.notify_all();
     }
 };
 
@@ -481,8 +657,9 @@ struct ClientFlow {
 
 class ClientTunnel final : public TunnelBase {
 public:
-    ClientTunnel(const TunnelSetup& setup, Reactor& reactor, Stack& stack, Tun& tun, int signal_fd, Fd udp)
-        : TunnelBase(setup, reactor, stack, tun, signal_fd),
+    ClientTunnel(const TunnelSetup& setup, Reactor& reactor, Stack& stack, Tun& tun, std::optional<size_t> queue,
+                 WorkerLink& link, Fd udp)
+        : TunnelBase(setup, reactor, stack, tun, queue, link),
           udp_(std::move(udp)),
           max_flows_(stack.config().max_connections),
           by_conn_(stack.config().max_connections, kNone),
@@ -493,13 +670,8 @@ public:
         by_peer_.reserve(max_flows_);
     }
 
-    void log_ready() const override {
-        std::string tun = tun_.name() + " (" + faketcp::to_string(opt_.tun_local) + " <-> " +
-                          faketcp::to_string(opt_.tun_peer);
-        if (opt_.tun_local6)
-            tun += ", " + faketcp::to_string(*opt_.tun_local6) + " <-> " + faketcp::to_string(*opt_.tun_peer6);
-        tun += ")";
-        if (tun_.queue_count() > 1) tun += " with " + std::to_string(tun_.queue_count()) + " queues";
+    void log_ready(size_t threads) const override {
+        const std::string tun = tun_description(threads);
         LOG_INFO("client ready: listening on UDP %s, TUN %s, remote %s", local_address(udp_.get()).c_str(),
                  tun.c_str(), ep_str(setup_.remote).c_str());
     }
@@ -615,18 +787,19 @@ protected:
         return closed;
     }
 
-    void log_mode_stats(LogBlock& block, const char* when) const override {
-        block.add("stats%s: client: UDP peers %zu, connections opened %" PRIu64 " established %" PRIu64
-                 " failed/reset %" PRIu64 ", idle-closed %" PRIu64 ", UDP in %" PRIu64 " out %" PRIu64
-                 ", dropped: oversized %" PRIu64 " empty %" PRIu64 " handshake-queue-full %" PRIu64
-                 " queued-then-lost %" PRIu64 " no-connection %" PRIu64 " tx-queue-full %" PRIu64
-                 " send-errors %" PRIu64 " flow-table-full %" PRIu64 " stale %" PRIu64
-                 " receive-buffer-overflow %" PRIu64 ", UDP errors: refused %" PRIu64 " no-buffers %" PRIu64
-                 " would-block %" PRIu64 " other %" PRIu64 "%s",
-                 when, by_peer_.size(), connects_started_, connects_ok_, connects_lost_, idle_closed_, udp_in_,
-                 udp_out_, oversize_drops_, empty_drops_, pending_full_drops_, pending_lost_, no_conn_drops_,
-                 tx_full_drops_, send_errors_, table_full_drops_, stale_datagrams_, rx_overflows_, udp_errors_.conn_refused,
-                 udp_errors_.no_buffers, udp_errors_.would_block, udp_errors_.other, udp_offload_stats().c_str());
+    void fill_mode_counters(TunnelCounters& c) const override {
+        c.peers = by_peer_.size();
+        c.connects_started = connects_started_;
+        c.connects_ok = connects_ok_;
+        c.connects_lost = connects_lost_;
+        c.idle_closed = idle_closed_;
+        c.pending_full_drops = pending_full_drops_;
+        c.pending_lost = pending_lost_;
+        c.no_conn_drops = no_conn_drops_;
+        c.table_full_drops = table_full_drops_;
+        c.stale_datagrams = stale_datagrams_;
+        c.rx_overflows = rx_overflows_;
+        add_udp_errors(c, udp_errors_);
     }
 
 private:
@@ -849,16 +1022,12 @@ UdpErrorKind error_kind(int err) {
 
 class ServerTunnel final : public TunnelBase {
 public:
-    ServerTunnel(const TunnelSetup& setup, Reactor& reactor, Stack& stack, Tun& tun, int signal_fd)
-        : TunnelBase(setup, reactor, stack, tun, signal_fd), flows_(stack.config().max_connections) {}
+    ServerTunnel(const TunnelSetup& setup, Reactor& reactor, Stack& stack, Tun& tun, std::optional<size_t> queue,
+                 WorkerLink& link)
+        : TunnelBase(setup, reactor, stack, tun, queue, link), flows_(stack.config().max_connections) {}
 
-    void log_ready() const override {
-        std::string tun = tun_.name() + " (" + faketcp::to_string(opt_.tun_local) + " <-> " +
-                          faketcp::to_string(opt_.tun_peer);
-        if (opt_.tun_local6)
-            tun += ", " + faketcp::to_string(*opt_.tun_local6) + " <-> " + faketcp::to_string(*opt_.tun_peer6);
-        tun += ")";
-        if (tun_.queue_count() > 1) tun += " with " + std::to_string(tun_.queue_count()) + " queues";
+    void log_ready(size_t threads) const override {
+        const std::string tun = tun_description(threads);
         LOG_INFO("server ready: listening on TCP port %u, TUN %s, remote UDP %s", unsigned(opt_.local_port),
                  tun.c_str(), ep_str(setup_.remote).c_str());
     }
@@ -1024,15 +1193,14 @@ protected:
         return closed;
     }
 
-    void log_mode_stats(LogBlock& block, const char* when) const override {
-        block.add("stats%s: server: connections accepted %" PRIu64 " closed-by-peer %" PRIu64 " idle-closed %" PRIu64
-                 " no-socket %" PRIu64 ", UDP in %" PRIu64 " out %" PRIu64 ", dropped: oversized %" PRIu64
-                 " empty %" PRIu64 " tx-queue-full %" PRIu64 " send-errors %" PRIu64 " stale %" PRIu64
-                 " receive-buffer-overflow %" PRIu64 ", UDP errors: refused %" PRIu64 " no-buffers %" PRIu64
-                 " would-block %" PRIu64 " other %" PRIu64 "%s",
-                 when, accepted_, peer_closed_, idle_closed_, socket_errors_, udp_in_, udp_out_, oversize_drops_,
-                 empty_drops_, tx_full_drops_, send_errors_, stale_datagrams_, rx_overflows_, udp_errors_.conn_refused,
-                 udp_errors_.no_buffers, udp_errors_.would_block, udp_errors_.other, udp_offload_stats().c_str());
+    void fill_mode_counters(TunnelCounters& c) const override {
+        c.accepted = accepted_;
+        c.peer_closed = peer_closed_;
+        c.idle_closed = idle_closed_;
+        c.socket_errors = socket_errors_;
+        c.stale_datagrams = stale_datagrams_;
+        c.rx_overflows = rx_overflows_;
+        add_udp_errors(c, udp_errors_);
     }
 
 private:
@@ -1095,48 +1263,56 @@ void forward_library_log(faketcp::LogLevel level, std::string_view message) {
     if (log_enabled(level)) log_line(level, "stack: %.*s", static_cast<int>(message.size()), message.data());
 }
 
-}  // namespace
+// The CPUs this process may run on: the default number of queues.
+uint32_t usable_cpus() {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    long n = 0;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) n = CPU_COUNT(&set);
+    if (n <= 0) n = sysconf(_SC_NPROCESSORS_ONLN);
+    return static_cast<uint32_t>(std::clamp(n, 1L, long(kMaxQueues)));
+}
 
-int run_tunnel(const TunnelSetup& setup) {
-    const Options& o = setup.options;
-    raise_fd_limit();
+// `total` split over `parts` workers, rounded up, so the parts add up to at
+// least the total the user asked for.
+uint32_t share(uint32_t total, uint32_t parts) { return total / parts + (total % parts != 0 ? 1 : 0); }
 
-    // The CLI owns the signals: blocked, and read from a signalfd in the loop.
-    sigset_t signals;
-    sigemptyset(&signals);
-    sigaddset(&signals, SIGINT);
-    sigaddset(&signals, SIGTERM);
-    if (sigprocmask(SIG_BLOCK, &signals, nullptr) != 0) {
-        LOG_ERROR("sigprocmask: %s", std::strerror(errno));
-        return 1;
-    }
-    Fd signal_fd(signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC));
-    if (!signal_fd.valid()) {
-        LOG_ERROR("signalfd: %s", std::strerror(errno));
-        return 1;
-    }
+faketcp::StackConfig stack_config(const Options& o, uint32_t shards, uint32_t index) {
+    faketcp::StackConfig sc;
+    sc.local_v4 = o.tun_peer;
+    sc.local_v6 = o.tun_peer6;
+    sc.mtu = kMtu;
+    sc.max_connections = share(o.max_connections, shards);
+    sc.max_half_open = share(o.max_half_open, shards);
+    sc.reply_rate_per_sec = share(o.reply_rate, shards);
+    sc.seed = random_seed();
+    sc.log = forward_library_log;
+    sc.shard_count = shards;
+    sc.shard_index = index;
+    return sc;
+}
 
-    faketcp::Result<Reactor> reactor_r = Reactor::create();
-    if (!reactor_r) {
-        LOG_ERROR("cannot create the event loop: %s", reactor_r.status().message().c_str());
-        return 1;
-    }
-    Reactor reactor = std::move(reactor_r.value());
-
-    // The client's UDP socket first: a taken port fails before a TUN exists.
-    Fd udp;
-    if (o.mode == Mode::client) {
+// The client's UDP sockets on --local: one per worker, in one SO_REUSEPORT
+// group when there are several. Opened before the TUN, so a taken port fails
+// first. Empty after logging why not.
+std::vector<Fd> open_client_sockets(const Options& o, uint32_t count) {
+    std::vector<Fd> sockets;
+    for (uint32_t i = 0; i < count; ++i) {
         std::string error;
-        udp = open_udp_listener(o.local, error);
-        if (!udp.valid()) {
+        Fd fd = open_udp_listener(o.local, error, count > 1);
+        if (!fd.valid()) {
             LOG_ERROR("client: %s", error.c_str());
-            return 1;
+            return {};
         }
+        sockets.push_back(std::move(fd));
     }
+    return sockets;
+}
 
+std::optional<Tun> open_tun(const Options& o, uint32_t queues) {
     faketcp::TunConfig tc;
     tc.name = o.tun_name;
-    tc.queues = o.queues;
+    tc.queues = queues;
     tc.mtu = kMtu;
     tc.local_v4 = o.tun_local;
     tc.peer_v4 = o.tun_peer;
@@ -1151,46 +1327,223 @@ int run_tunnel(const TunnelSetup& setup) {
         if (st.sys_errno() == EPERM || st.sys_errno() == EACCES)
             LOG_ERROR("creating a TUN device needs CAP_NET_ADMIN: run as root, or grant it once with "
                       "`sudo setcap cap_net_admin+ep /path/to/faketcp`");
-        return 1;
+        return std::nullopt;
     }
     Tun tun = std::move(tun_r.value());
     LOG_DEBUG("TUN %s up (ifindex %d, %zu queue%s, offload %s)", tun.name().c_str(), tun.ifindex(),
               tun.queue_count(), tun.queue_count() == 1 ? "" : "s", tun.offload() ? "on" : "off");
     if (o.offload && !tun.offload_note().empty())
         LOG_INFO("TUN %s without offloads (slower): %s", tun.name().c_str(), tun.offload_note().c_str());
+    return tun;
+}
 
-    faketcp::StackConfig sc;
-    sc.local_v4 = o.tun_peer;
-    sc.local_v6 = o.tun_peer6;
-    sc.mtu = kMtu;
-    sc.max_connections = o.max_connections;
-    sc.max_half_open = o.max_half_open;
-    sc.reply_rate_per_sec = o.reply_rate;
-    sc.seed = random_seed();
-    sc.log = forward_library_log;
-    Stack stack(sc);
+// How many workers the TUN can feed: one per queue once every connection's
+// packets are steered to one queue, else one for all.
+uint32_t steer_queues(Tun& tun) {
+    if (tun.queue_count() <= 1) return 1;
+    faketcp::Status st = tun.steer_by_ports();
+    if (st) return static_cast<uint32_t>(tun.queue_count());
+    LOG_WARN("TUN %s: cannot steer connections to queues (%s): one thread serves all %zu queues", tun.name().c_str(),
+             st.message().c_str(), tun.queue_count());
+    return 1;
+}
 
+// One thread's share of the tunnel. The thread only runs the reactor; the
+// main thread builds and destroys everything, before and after it.
+struct Worker {
+    std::unique_ptr<Reactor> reactor;
+    std::unique_ptr<Stack> stack;
+    WorkerLink link;
     std::unique_ptr<TunnelBase> tunnel;
-    if (o.mode == Mode::client)
-        tunnel = std::make_unique<ClientTunnel>(setup, reactor, stack, tun, signal_fd.get(), std::move(udp));
-    else
-        tunnel = std::make_unique<ServerTunnel>(setup, reactor, stack, tun, signal_fd.get());
-    if (!tunnel->start()) return 1;
-    tunnel->log_ready();
+    std::thread thread;
+    bool loop_failed = false;  // written by the thread before it ends; read after join
+};
 
-    faketcp::Status st = reactor.run();
-    int code = 0;
-    if (!st) {
-        LOG_ERROR("event loop failed: %s", st.message().c_str());
-        code = 1;
+using Workers = std::vector<std::unique_ptr<Worker>>;
+
+// Builds and registers worker `index` of `count`; null after logging why not.
+std::unique_ptr<Worker> make_worker(const TunnelSetup& setup, Tun& tun, uint32_t index, uint32_t count, Fd udp,
+                                    StatsExchange& exchange) {
+    auto w = std::make_unique<Worker>();
+    faketcp::Result<Reactor> reactor_r = Reactor::create();
+    if (!reactor_r) {
+        LOG_ERROR("cannot create the event loop: %s", reactor_r.status().message().c_str());
+        return nullptr;
     }
-    tunnel->log_stats(" at exit");
-    tunnel->stop();
-    tunnel.reset();
-    const std::string name = tun.name();
-    tun = Tun();  // closing the last queue removes the device
+    w->reactor = std::make_unique<Reactor>(std::move(reactor_r.value()));
+    w->link.wake = Fd(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+    if (!w->link.wake.valid()) {
+        LOG_ERROR("eventfd: %s", std::strerror(errno));
+        return nullptr;
+    }
+    w->link.exchange = &exchange;
+    w->stack = std::make_unique<Stack>(stack_config(setup.options, count, index));
+    // One worker over a multi-queue TUN (no steering) serves every queue.
+    const std::optional<size_t> queue = count > 1 ? std::optional<size_t>(index) : std::nullopt;
+    if (setup.options.mode == Mode::client)
+        w->tunnel = std::make_unique<ClientTunnel>(setup, *w->reactor, *w->stack, tun, queue, w->link, std::move(udp));
+    else
+        w->tunnel = std::make_unique<ServerTunnel>(setup, *w->reactor, *w->stack, tun, queue, w->link);
+    if (!w->tunnel->start()) return nullptr;
+    return w;
+}
+
+// Each worker's current counters, summed. A worker that does not answer in
+// 2 s (it never blocks, so it should) contributes its previous answer.
+Snapshot gather_stats(Workers& workers, StatsExchange& exchange, uint64_t request) {
+    for (auto& w : workers) {
+        w->link.stats_wanted.store(request);
+        w->link.poke();
+    }
+    std::unique_lock<std::mutex> lock(exchange.mu);
+    auto all_answered = [&] {
+        for (auto& w : workers)
+            if (w->link.stats_answered < request) return false;
+        return true;
+    };
+    if (!exchange.answered.wait_for(lock, std::chrono::seconds(2), all_answered))
+        LOG_WARN("stats: a worker thread did not answer within 2 s; its counters below are older");
+    Snapshot sum;
+    for (auto& w : workers) add_snapshot(sum, w->link.snapshot);
+    return sum;
+}
+
+// Waits for SIGINT/SIGTERM or the end of a worker's loop, logging summed
+// stats every `interval` (0: never). Returns the signal, or 0 if a worker
+// ended first (its loop failed: it logged why).
+int supervise(Workers& workers, StatsExchange& exchange, int signal_fd, int exited_fd, std::chrono::seconds interval,
+              Mode mode, bool tun_offload) {
+    using Clock = std::chrono::steady_clock;
+    Clock::time_point next_stats = Clock::now() + interval;
+    uint64_t request = 0;
+    for (;;) {
+        int timeout_ms = -1;
+        if (interval.count() > 0) {
+            const auto left = std::chrono::ceil<std::chrono::milliseconds>(next_stats - Clock::now());
+            timeout_ms = static_cast<int>(std::max<int64_t>(0, left.count()));
+        }
+        pollfd fds[2] = {{signal_fd, POLLIN, 0}, {exited_fd, POLLIN, 0}};
+        const int n = ::poll(fds, 2, timeout_ms);
+        if (n < 0 && errno != EINTR) {
+            LOG_ERROR("poll: %s", std::strerror(errno));
+            return 0;
+        }
+        if (n > 0 && (fds[0].revents & POLLIN)) {
+            signalfd_siginfo si{};
+            if (::read(signal_fd, &si, sizeof si) == static_cast<ssize_t>(sizeof si)) return static_cast<int>(si.ssi_signo);
+        }
+        if (n > 0 && (fds[1].revents & POLLIN)) return 0;
+        if (interval.count() > 0 && Clock::now() >= next_stats) {
+            next_stats = Clock::now() + interval;
+            log_stats(mode, gather_stats(workers, exchange, ++request), tun_offload, "");
+        }
+    }
+}
+
+// Asks every running worker to reset its connections and stop, then joins them.
+void stop_workers(Workers& workers, int signal) {
+    for (auto& w : workers) {
+        w->link.stop_signal.store(signal);
+        w->link.poke();
+    }
+    for (auto& w : workers)
+        if (w->thread.joinable()) w->thread.join();
+}
+
+// Starts a thread per worker; false after logging why not (the started ones
+// still run: stop_workers ends them).
+bool start_threads(Workers& workers, int exited_fd) {
+    for (auto& w : workers) {
+        Worker* worker = w.get();
+        try {
+            worker->thread = std::thread([worker, exited_fd] {
+                faketcp::Status st = worker->reactor->run();
+                if (!st) {
+                    LOG_ERROR("event loop failed: %s", st.message().c_str());
+                    worker->loop_failed = true;
+                }
+                const uint64_t one = 1;
+                ssize_t n = ::write(exited_fd, &one, sizeof one);
+                (void)n;  // an eventfd write of 1 does not fail
+            });
+        } catch (const std::system_error& e) {
+            LOG_ERROR("cannot start a worker thread: %s", e.what());
+            return false;
+        }
+    }
+    return true;
+}
+
+const char* signal_name(int sig) { return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "signal"; }
+
+}  // namespace
+
+int run_tunnel(const TunnelSetup& setup) {
+    const Options& o = setup.options;
+    const char* mode = o.mode == Mode::client ? "client" : "server";
+    raise_fd_limit();
+
+    // The main thread owns the signals: blocked before any worker thread
+    // exists (they inherit the mask) and read from a signalfd.
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    if (sigprocmask(SIG_BLOCK, &signals, nullptr) != 0) {
+        LOG_ERROR("sigprocmask: %s", std::strerror(errno));
+        return 1;
+    }
+    Fd signal_fd(signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC));
+    Fd exited_fd(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+    if (!signal_fd.valid() || !exited_fd.valid()) {
+        LOG_ERROR("%s: %s", signal_fd.valid() ? "eventfd" : "signalfd", std::strerror(errno));
+        return 1;
+    }
+
+    const uint32_t queues = o.queues != 0 ? o.queues : usable_cpus();
+    std::vector<Fd> sockets;
+    if (o.mode == Mode::client) {
+        sockets = open_client_sockets(o, queues);
+        if (sockets.empty()) return 1;
+    }
+    std::optional<Tun> tun = open_tun(o, queues);
+    if (!tun) return 1;
+    const uint32_t threads = steer_queues(*tun);
+    sockets.resize(o.mode == Mode::client ? threads : 0);  // the group shrinks with the sockets closed
+
+    StatsExchange exchange;
+    Workers workers;
+    for (uint32_t i = 0; i < threads; ++i) {
+        std::unique_ptr<Worker> w =
+            make_worker(setup, *tun, i, threads, o.mode == Mode::client ? std::move(sockets[i]) : Fd(), exchange);
+        if (!w) return 1;
+        workers.push_back(std::move(w));
+    }
+    workers.front()->tunnel->log_ready(threads);
+
+    // 0 unless a signal ended the run; otherwise a thread or the loop failed (logged).
+    int signal = 0;
+    if (start_threads(workers, exited_fd.get()))
+        signal = supervise(workers, exchange, signal_fd.get(), exited_fd.get(),
+                           std::chrono::seconds(o.stats_interval_s), o.mode, tun->offload());
+    stop_workers(workers, signal != 0 ? signal : SIGTERM);
+
+    Snapshot total;
+    size_t reset = 0;
+    for (auto& w : workers) {
+        add_snapshot(total, w->tunnel->snapshot());
+        reset += w->tunnel->reset_on_stop();
+    }
+    if (signal != 0)
+        LOG_INFO("%s: %s received: reset %zu connection%s, shutting down", mode, signal_name(signal), reset,
+                 reset == 1 ? "" : "s");
+    log_stats(o.mode, total, tun->offload(), " at exit");
+    for (auto& w : workers) w->tunnel->stop();
+    workers.clear();
+    const std::string name = tun->name();
+    tun.reset();  // closing the last queue removes the device
     LOG_INFO("TUN %s removed; exiting", name.c_str());
-    return code;
+    return signal != 0 ? 0 : 1;
 }
 
 }  // namespace demo

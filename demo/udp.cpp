@@ -103,7 +103,7 @@ std::string to_string(const SockAddr& sa) {
     return faketcp::to_string(to_endpoint(sa));
 }
 
-Fd open_udp_listener(const Endpoint& local, std::string& error) {
+Fd open_udp_listener(const Endpoint& local, std::string& error, bool reuse_port) {
     const bool v6 = local.addr.family == Family::v6;
     Fd fd(::socket(v6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     if (!fd.valid()) {
@@ -123,6 +123,12 @@ Fd open_udp_listener(const Endpoint& local, std::string& error) {
         }
     } else if (set_int(fd.get(), IPPROTO_IP, IP_PKTINFO, 1) != 0) {
         error = errno_text("setsockopt(IP_PKTINFO)", errno);
+        return Fd();
+    }
+    // One socket per worker thread: the kernel spreads UDP peers over the
+    // group by a hash of their addresses, so each peer stays with one worker.
+    if (reuse_port && set_int(fd.get(), SOL_SOCKET, SO_REUSEPORT, 1) != 0) {
+        error = errno_text("setsockopt(SO_REUSEPORT)", errno);
         return Fd();
     }
     set_buffers(fd.get(), kListenerBuffer);

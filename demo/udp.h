@@ -85,8 +85,9 @@ constexpr int kConnectedBuffer = 1 << 20;
 // A non-blocking UDP socket bound to `local` that reports each datagram's
 // destination address and the socket's overflow count (SO_RXQ_OVFL).
 // [::]:port is dual-stack (IPV6_V6ONLY off), whatever net.ipv6.bindv6only
-// says. `error` gets a one-line message on failure.
-Fd open_udp_listener(const faketcp::Endpoint& local, std::string& error);
+// says. `error` gets a one-line message on failure. `reuse_port`: join an
+// SO_REUSEPORT group on the address (one socket per worker thread).
+Fd open_udp_listener(const faketcp::Endpoint& local, std::string& error, bool reuse_port = false);
 // A non-blocking UDP socket connected to `remote` from an ephemeral port,
 // reporting its overflow count (SO_RXQ_OVFL).
 Fd open_udp_connected(const faketcp::Endpoint& remote, std::string& error);
