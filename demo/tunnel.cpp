@@ -263,9 +263,25 @@ std::string udp_offload_text(const UdpOffloadStats& u) {
     return buf;
 }
 
-// Statistics at info, as one write so readers never see half a dump: the
-// stack's, the TUN's, then the tunnel's own.
-void log_stats(Mode mode, const Snapshot& snap, bool tun_offload, const char* when) {
+// "stats: queues: ..." with each worker's share, when there are several.
+void add_queue_line(LogBlock& block, const std::vector<Snapshot>& per_worker, const char* when) {
+    std::string in, out, open;
+    for (const Snapshot& w : per_worker) {
+        const char* sep = in.empty() ? "" : " / ";
+        in += sep + std::to_string(w.stack.datagrams_in);
+        out += sep + std::to_string(w.stack.datagrams_out);
+        open += sep + std::to_string(w.stack.open_connections);
+    }
+    block.add("stats%s: queues: %zu, one thread each; per queue: datagrams in %s, out %s, connections open %s", when,
+              per_worker.size(), in.c_str(), out.c_str(), open.c_str());
+}
+
+// Statistics at info, summed over the workers, as one write so readers never
+// see half a dump: the stack's, the TUN's, the tunnel's own, then (with
+// several workers) each one's share.
+void log_stats(Mode mode, const std::vector<Snapshot>& per_worker, bool tun_offload, const char* when) {
+    Snapshot snap;
+    for (const Snapshot& w : per_worker) add_snapshot(snap, w);
     const faketcp::Stats& s = snap.stack;
     std::string drops;
     for (size_t i = 0; i < faketcp::kDropReasonCount; ++i) {
@@ -322,6 +338,7 @@ void log_stats(Mode mode, const Snapshot& snap, bool tun_offload, const char* wh
                   c.udp_refused, c.udp_no_buffers, c.udp_would_block, c.udp_other,
                   udp_offload_text(c.udp_offload).c_str());
     }
+    if (per_worker.size() > 1) add_queue_line(block, per_worker, when);
 }
 
 void add_udp_errors(TunnelCounters& c, const UdpErrors& e) {
@@ -1388,9 +1405,9 @@ std::unique_ptr<Worker> make_worker(const TunnelSetup& setup, Tun& tun, uint32_t
     return w;
 }
 
-// Each worker's current counters, summed. A worker that does not answer in
-// 2 s (it never blocks, so it should) contributes its previous answer.
-Snapshot gather_stats(Workers& workers, StatsExchange& exchange, uint64_t request) {
+// Each worker's current counters. A worker that does not answer in 2 s (it
+// never blocks, so it should) contributes its previous answer.
+std::vector<Snapshot> gather_stats(Workers& workers, StatsExchange& exchange, uint64_t request) {
     for (auto& w : workers) {
         w->link.stats_wanted.store(request);
         w->link.poke();
@@ -1403,9 +1420,9 @@ Snapshot gather_stats(Workers& workers, StatsExchange& exchange, uint64_t reques
     };
     if (!exchange.answered.wait_for(lock, std::chrono::seconds(2), all_answered))
         LOG_WARN("stats: a worker thread did not answer within 2 s; its counters below are older");
-    Snapshot sum;
-    for (auto& w : workers) add_snapshot(sum, w->link.snapshot);
-    return sum;
+    std::vector<Snapshot> snapshots;
+    for (auto& w : workers) snapshots.push_back(w->link.snapshot);
+    return snapshots;
 }
 
 // Waits for SIGINT/SIGTERM or the end of a worker's loop, logging summed
@@ -1528,16 +1545,16 @@ int run_tunnel(const TunnelSetup& setup) {
                            std::chrono::seconds(o.stats_interval_s), o.mode, tun->offload());
     stop_workers(workers, signal != 0 ? signal : SIGTERM);
 
-    Snapshot total;
+    std::vector<Snapshot> final_stats;
     size_t reset = 0;
     for (auto& w : workers) {
-        add_snapshot(total, w->tunnel->snapshot());
+        final_stats.push_back(w->tunnel->snapshot());
         reset += w->tunnel->reset_on_stop();
     }
     if (signal != 0)
         LOG_INFO("%s: %s received: reset %zu connection%s, shutting down", mode, signal_name(signal), reset,
                  reset == 1 ? "" : "s");
-    log_stats(o.mode, total, tun->offload(), " at exit");
+    log_stats(o.mode, final_stats, tun->offload(), " at exit");
     for (auto& w : workers) w->tunnel->stop();
     workers.clear();
     const std::string name = tun->name();

@@ -14,15 +14,18 @@ need_binary
 need_scapy
 topo_up
 N=${RST_FLOOD_COUNT:-10000}
-RATE=1000   # StackConfig::reply_rate_per_sec (the CLI has no flag for it)
+RATE=1000   # StackConfig::reply_rate_per_sec, the CLI's --reply-rate default
 BURST=1000  # the same burst
 APP=127.0.0.1:6000
 report() { echo "    $NAME: $*" >&2; }  # the figures, on stderr (run.sh shows it)
 
 step "start the UDP echo, the server and the client"
 start_echo ECHO "$NS_S" 127.0.0.1:7000
-start_server SRV server --remote 127.0.0.1:7000 --stats-interval 1
-start_client CLI client --local 127.0.0.1:5000 --remote "$S_IP4:$PUB_PORT" --stats-interval 1
+# One queue each: the flood hits one connection, so one worker's stack, and with
+# N workers that stack has 1/N of the reply rate (the CLI splits it). The rate and
+# burst above are one stack's; 24-multiqueue covers the threads.
+start_server SRV server --remote 127.0.0.1:7000 --stats-interval 1 --queues 1
+start_client CLI client --local 127.0.0.1:5000 --remote "$S_IP4:$PUB_PORT" --stats-interval 1 --queues 1
 
 # A TUN queues txqueuelen (500) packets for its reader; a flood written faster than
 # a descheduled reader drains them overflows it, and the kernel then drops the
@@ -85,7 +88,8 @@ stat_value "$WORK/server.log" --all >"$WORK/s2.json"
 fresh_stats "$WORK/client.log"
 stat_value "$WORK/client.log" --all >"$WORK/c3.json"
 
-# check_side WHO BEFORE AFTER INJECTOR-JSON: the accounting of one flood.
+# check_side WHO BEFORE AFTER INJECTOR-JSON: the accounting of one flood; the
+# figures go to SUMMARY. Called directly, not in $(...): fail must end the scenario.
 check_side() {
     local who=$1 d inw secs sent_ch lim bound
     d=$(stats_delta "$2" "$3")
@@ -110,14 +114,16 @@ check_side() {
     [ "$sent_ch" -ge "$want_min" ] || fail "$who: only $sent_ch challenge ACKs for $inw in-window RSTs (burst $BURST)"
     [ "$(delta_of handshakes_completed "$d")" = 0 ] || fail "$who: a new handshake: the connection was replaced ($d)"
     [ "$(delta_of rst_sent "$d")" = 0 ] || fail "$who sent $(delta_of rst_sent "$d") RSTs ($d)"
-    echo "$who: $(json written <<<"$4") RSTs in $secs s: $inw in window -> $sent_ch challenge ACKs sent," \
-        "$lim rate-limited (bound $bound); outside window $(json outside_window <<<"$4") dropped silently"
+    SUMMARY="$who: $(json written <<<"$4") RSTs in $secs s: $inw in window -> $sent_ch challenge ACKs sent,"
+    SUMMARY+=" $lim rate-limited (bound $bound); outside window $(json outside_window <<<"$4") dropped silently"
 }
 
 step "server-side accounting"
-summary_s=$(check_side server "$WORK/s0.json" "$WORK/s1.json" "$rs")
+check_side server "$WORK/s0.json" "$WORK/s1.json" "$rs"
+summary_s=$SUMMARY
 step "client-side accounting"
-summary_c=$(check_side client "$WORK/c1.json" "$WORK/c2.json" "$rc_")
+check_side client "$WORK/c1.json" "$WORK/c2.json" "$rc_"
+summary_c=$SUMMARY
 s() { stat_value "$WORK/server.log" "$1"; }
 c() { stat_value "$WORK/client.log" "$1"; }
 [ "$(s open_connections)" = 1 ] || fail "server: $(s open_connections) open connections, want 1"
