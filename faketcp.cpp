@@ -444,15 +444,18 @@ bool parse_ipv6(ByteView pkt, Segment& seg, ByteView& tcp, DropReason& why) {
     return true;
 }
 
-bool parse_tcp(ByteView tcp, Segment& seg, DropReason& why) {
+// kernel_verified skips only the TCP checksum: see RxChecksum in faketcp.h.
+bool parse_tcp(ByteView tcp, Segment& seg, RxChecksum checksum, DropReason& why) {
     const uint8_t* t = tcp.data;
     if (tcp.size < kTcpHeaderLen) { why = DropReason::truncated; return false; }
     size_t offset = static_cast<size_t>(t[kTcpOffset] >> 4) * 4;
     if (offset < kTcpHeaderLen || offset > tcp.size) { why = DropReason::bad_data_offset; return false; }
-    uint64_t acc = pseudo_header_sum(seg.src, seg.dst, tcp.size);
-    if (csum_fold(csum_add(acc, t, tcp.size)) != 0xffff) {
-        why = DropReason::bad_tcp_checksum;
-        return false;
+    if (checksum == RxChecksum::verify) {
+        uint64_t acc = pseudo_header_sum(seg.src, seg.dst, tcp.size);
+        if (csum_fold(csum_add(acc, t, tcp.size)) != 0xffff) {
+            why = DropReason::bad_tcp_checksum;
+            return false;
+        }
     }
     seg.sport = load16(t + kTcpSport);
     seg.dport = load16(t + kTcpDport);
@@ -464,7 +467,7 @@ bool parse_tcp(ByteView tcp, Segment& seg, DropReason& why) {
 }
 
 // Decode one IP packet into `seg`; false with `why` when it must be dropped.
-bool parse_segment(ByteView pkt, Segment& seg, DropReason& why) {
+bool parse_segment(ByteView pkt, Segment& seg, RxChecksum checksum, DropReason& why) {
     if (pkt.size == 0 || pkt.data == nullptr) { why = DropReason::truncated; return false; }
     ByteView tcp;
     uint8_t version = pkt.data[0] >> 4;
@@ -476,7 +479,7 @@ bool parse_segment(ByteView pkt, Segment& seg, DropReason& why) {
     } else {
         why = DropReason::bad_ip_version;
     }
-    if (!ip_ok || !parse_tcp(tcp, seg, why)) return false;
+    if (!ip_ok || !parse_tcp(tcp, seg, checksum, why)) return false;
     if (!is_unicast(seg.src) || !is_unicast(seg.dst)) { why = DropReason::bad_address; return false; }
     if (seg.sport == 0 || seg.dport == 0) { why = DropReason::bad_port; return false; }
     return true;
@@ -1147,12 +1150,13 @@ struct Stack::Impl {
 
     // --- input ----------------------------------------------------------------
 
-    void on_packet(ByteView pkt, TimePoint now) {
+    void on_packet(ByteView pkt, TimePoint now, RxChecksum checksum) {
         ++stats.packets_in;
         stats.bytes_in += pkt.size;
+        if (checksum == RxChecksum::kernel_verified) ++stats.checksum_trusted;
         Segment seg;
         DropReason why;
-        if (!parse_segment(pkt, seg, why)) {
+        if (!parse_segment(pkt, seg, checksum, why)) {
             drop(why);
             return;
         }
@@ -1530,7 +1534,10 @@ Errc Stack::set_user_data(ConnId conn, uint64_t value) {
     return Errc::ok;
 }
 
-void Stack::on_packet(ByteView packet, TimePoint now) { impl_->on_packet(packet, now); }
+void Stack::on_packet(ByteView packet, TimePoint now) { impl_->on_packet(packet, now, RxChecksum::verify); }
+void Stack::on_packet(ByteView packet, TimePoint now, RxChecksum checksum) {
+    impl_->on_packet(packet, now, checksum);
+}
 void Stack::on_timer(TimePoint now) { impl_->on_timer(now); }
 std::optional<TimePoint> Stack::next_deadline() const { return impl_->next_deadline(); }
 
@@ -1729,6 +1736,13 @@ Status Reactor::run_once(Duration max_wait) {
 //    be any value, and phantun, conntrack and NAT ignore it. On receive every
 //    segment keeps the super-packet's ID (GRO of fixed-ID DF traffic records
 //    FIXEDID; the Stack ignores the ID).
+//  - On receive, tun_put_user() (virtio_net_hdr_from_skb) sets NEEDS_CSUM for
+//    a CHECKSUM_PARTIAL skb and DATA_VALID for a CHECKSUM_UNNECESSARY one;
+//    GRO (tcp_gro_receive) merges only segments whose checksum it verified
+//    and marks the result CHECKSUM_PARTIAL. So every read with a flag or GSO
+//    carries a TCP checksum the kernel vouches for, and StackDriver neither
+//    computes nor verifies it (TcpChecksumFill::leave, RxChecksum). A read
+//    with neither is summed by the Stack as on a TUN without offload.
 
 namespace offload {
 
@@ -1943,7 +1957,7 @@ size_t RxPacket::segment_size(size_t i) const {
     return header_len + std::min(gso_size, payload - i * gso_size);
 }
 
-RxPacket parse_rx(uint8_t* buf, size_t len) {
+RxPacket parse_rx(uint8_t* buf, size_t len, TcpChecksumFill fill) {
     RxPacket rx;
     auto drop = [&rx](RxDrop why) {
         rx.kind = RxPacket::Kind::drop;
@@ -1961,8 +1975,12 @@ RxPacket parse_rx(uint8_t* buf, size_t len) {
     if (v.gso_type != kGsoNone && gso != kGsoTcpv4 && gso != kGsoTcpv6)
         return drop(RxDrop::vnet_bad_gso_type);
     const bool needs_csum = (v.flags & kNeedsCsum) != 0;
+    // Whatever the kernel vouched for (faketcp.h, RxChecksum): its DATA_VALID,
+    // a partial sum, or GSO (only made of segments it verified or summed itself).
+    if ((v.flags & (kDataValid | kNeedsCsum)) != 0 || v.gso_type != kGsoNone)
+        rx.checksum = RxChecksum::kernel_verified;
     if (v.gso_type == kGsoNone && !needs_csum) {
-        rx.kind = RxPacket::Kind::plain;  // nothing to do: the Stack checks it all
+        rx.kind = RxPacket::Kind::plain;  // nothing to do: the Stack checks the rest
         return rx;
     }
     if (v.gso_type != kGsoNone && v.gso_size == 0) return drop(RxDrop::vnet_bad_gso_size);
@@ -1999,8 +2017,8 @@ RxPacket parse_rx(uint8_t* buf, size_t len) {
     const size_t header_len = ip_len + tcp_hdr;
     const size_t payload = n - header_len;
     if (v.gso_type == kGsoNone || payload <= v.gso_size) {
-        // One segment: complete its checksum here, in full.
-        set_tcp_checksum(p, ip_len, n - ip_len);
+        // One segment: complete its checksum here, in full, unless told not to.
+        if (fill == TcpChecksumFill::complete) set_tcp_checksum(p, ip_len, n - ip_len);
         rx.kind = RxPacket::Kind::plain;
         rx.checksummed = true;
         return rx;
@@ -2012,7 +2030,7 @@ RxPacket parse_rx(uint8_t* buf, size_t len) {
     return rx;
 }
 
-size_t rx_segment(const RxPacket& rx, size_t i, uint8_t* out) {
+size_t rx_segment(const RxPacket& rx, size_t i, uint8_t* out, TcpChecksumFill fill) {
     const size_t size = rx.segment_size(i);
     if (size == 0) return 0;
     const uint8_t* p = rx.packet.data;
@@ -2034,7 +2052,9 @@ size_t rx_segment(const RxPacket& rx, size_t i, uint8_t* out) {
     if (i + 1 < rx.count) flags = static_cast<uint8_t>(flags & ~(kFin | kPsh));
     if (i > 0) flags = static_cast<uint8_t>(flags & ~kCwr);
     t[kTcpFlags] = flags;
-    set_tcp_checksum(out, ip_len, tcp_len);
+    // `leave`: the field keeps the super-packet's partial sum; the segment
+    // goes only to a Stack told the kernel verified it (RxChecksum).
+    if (fill == TcpChecksumFill::complete) set_tcp_checksum(out, ip_len, tcp_len);
     return size;
 }
 
@@ -2195,18 +2215,24 @@ void StackDriver::read_offload(size_t queue, TimePoint now) {
                 break;
             }
             rx_used += static_cast<size_t>(n);
-            const offload::RxPacket rx = offload::parse_rx(buf, static_cast<size_t>(n));
+            // What the kernel vouched for reaches the Stack without a TCP
+            // checksum computed or verified (faketcp.h, RxChecksum); a read
+            // without offload metadata is verified in full as before.
+            const offload::RxPacket rx =
+                offload::parse_rx(buf, static_cast<size_t>(n), offload::TcpChecksumFill::leave);
             switch (rx.kind) {
                 case offload::RxPacket::Kind::drop:
                     ++offload_stats_.rx_drops[static_cast<size_t>(rx.drop)];
                     break;
                 case offload::RxPacket::Kind::plain:
-                    if (rx.checksummed) ++offload_stats_.csum_completed;
-                    stack_.on_packet(rx.packet, now);
+                    if (rx.checksummed) ++offload_stats_.partial_csum_reads;
+                    if (rx.checksum == RxChecksum::kernel_verified) ++offload_stats_.csum_trusted;
+                    stack_.on_packet(rx.packet, now, rx.checksum);
                     break;
                 case offload::RxPacket::Kind::segments:
                     ++offload_stats_.gro_reads;
                     offload_stats_.gro_segments += rx.count;
+                    offload_stats_.csum_trusted += rx.count;
                     for (size_t i = 0; i < rx.count; ++i) {
                         const size_t size = rx.segment_size(i);
                         if (seg_.size() - seg_used < size) {
@@ -2214,9 +2240,9 @@ void StackDriver::read_offload(size_t queue, TimePoint now) {
                             seg_used = 0;
                         }
                         uint8_t* out = seg_.data() + seg_used;
-                        offload::rx_segment(rx, i, out);
+                        offload::rx_segment(rx, i, out, offload::TcpChecksumFill::leave);
                         seg_used += size;
-                        stack_.on_packet(ByteView(out, size), now);
+                        stack_.on_packet(ByteView(out, size), now, rx.checksum);
                         if (stack_.tx_full()) flush();
                     }
                     break;

@@ -249,6 +249,7 @@ struct Stats {
     uint64_t challenge_acks_sent = 0, idle_acks_sent = 0;
     uint64_t syn_retransmits = 0;  // every SYN / SYN-ACK sent after the first of its connection
     uint64_t pure_acks_in = 0;  // segments without payload on an established connection (not drops)
+    uint64_t checksum_trusted = 0;  // packets handed to on_packet() as RxChecksum::kernel_verified
     uint64_t handshakes_completed = 0, handshakes_failed = 0;
     uint64_t open_connections = 0;       // established
     uint64_t half_open_connections = 0;  // syn_sent + syn_received
@@ -271,6 +272,28 @@ using LogFn = std::function<void(LogLevel, std::string_view)>;
 // ---------------------------------------------------------------------------
 // Stack: the sans-IO core
 // ---------------------------------------------------------------------------
+
+// Who checks an input packet's TCP checksum (Stack::on_packet).
+enum class RxChecksum : uint8_t {
+    // The Stack sums every byte and drops a mismatch (bad_tcp_checksum). The
+    // only safe choice for bytes whose origin nothing vouches for.
+    verify,
+    // The Stack trusts the TCP checksum and does not read it; everything else
+    // (IP header checksum, lengths, data offset, addresses, flags) is still
+    // checked. Only for packets the kernel vouched for in their virtio-net
+    // header, as StackDriver reads them from an offload TUN:
+    //  - DATA_VALID: tun sets it only for a CHECKSUM_UNNECESSARY skb, one whose
+    //    checksum the kernel or the NIC already verified (and that the kernel
+    //    would deliver to its own sockets without summing again);
+    //  - NEEDS_CSUM: a CHECKSUM_PARTIAL skb, made by a sender on this host (or a
+    //    VM guest) that left the sum to the device: there is nothing to verify;
+    //  - segments split from a GSO/GRO super-packet: GRO merges only segments
+    //    whose checksum it verified, and a local TSO skb is CHECKSUM_PARTIAL.
+    //    The per-segment sums were never on any wire; computing them only to
+    //    check them again proves nothing.
+    // Counted in Stats::checksum_trusted.
+    kernel_verified,
+};
 
 struct StackConfig {
     // The stack's own addresses (the TUN's *peer* addresses). connect() uses
@@ -359,7 +382,11 @@ public:
 
     // Input: one IP packet read from the TUN. Datagram events point into
     // `packet`, which must stay untouched until those events are drained.
+    // Every byte is checked, the TCP checksum included (RxChecksum::verify).
     void on_packet(ByteView packet, TimePoint now);
+    // The same, with the TCP checksum left to `checksum`: kernel_verified only
+    // for a packet the kernel vouched for (see RxChecksum).
+    void on_packet(ByteView packet, TimePoint now, RxChecksum checksum);
     // Input: time has passed. Fires retransmissions, timeouts and idle ACKs.
     void on_timer(TimePoint now);
     // The earliest time on_timer() has work to do, if any.
@@ -492,24 +519,45 @@ struct RxPacket {
     size_t header_len = 0;  // segments: IP + TCP header bytes
     size_t gso_size = 0;    // segments: payload bytes per segment (the last may be shorter)
     size_t count = 0;       // segments: how many (>= 2)
-    bool checksummed = false;  // plain: NEEDS_CSUM was honoured, the TCP checksum computed here
+    // plain: the TCP checksum was partial (NEEDS_CSUM, or GSO within one
+    // segment); parse_rx() computed it in full unless told to leave it.
+    bool checksummed = false;
+    // plain and segments: what Stack::on_packet() should do with the TCP
+    // checksum. kernel_verified when the vnet header has DATA_VALID or
+    // NEEDS_CSUM, and for every segment of a super-packet; verify otherwise
+    // (no offload metadata: nothing vouches for the bytes).
+    RxChecksum checksum = RxChecksum::verify;
     // Bytes of segment i (< count).
     size_t segment_size(size_t i) const;
 };
 
+// What parse_rx() and rx_segment() do with the TCP checksum field of a
+// packet the kernel vouched for (RxPacket::checksum == kernel_verified).
+enum class TcpChecksumFill : uint8_t {
+    // Compute it in full: the packet is correct for any reader (split(), a
+    // capture, Stack::on_packet with RxChecksum::verify).
+    complete,
+    // Leave the field as read, not summed: the packet is only fit for
+    // Stack::on_packet(..., RxChecksum::kernel_verified). StackDriver's choice.
+    leave,
+};
+
 // Checks a read (`buf` starts with the vnet header). No vnet flags and no GSO:
 // the packet goes to the Stack untouched (it validates everything itself).
-// NEEDS_CSUM without GSO, or GSO that fits one segment: the TCP checksum is
-// computed in place, in full, so `buf` must be writable. GSO: `segments`.
-RxPacket parse_rx(uint8_t* buf, size_t len);
+// NEEDS_CSUM without GSO, or GSO that fits one segment: with `fill` complete
+// (the default) the TCP checksum is computed in place, in full, so `buf` must
+// be writable. GSO: `segments`.
+RxPacket parse_rx(uint8_t* buf, size_t len, TcpChecksumFill fill = TcpChecksumFill::complete);
 
 // Writes segment i of a `segments` RxPacket to `out` (segment_size(i) bytes):
 // the super-packet's headers with seq + i * gso_size, the IP length of the
-// segment, the IPv4 header checksum and the TCP checksum computed in full;
-// FIN and PSH only on the last segment, CWR only on the first (as the
-// kernel's tcp_gso_segment). The IPv4 ID is copied unchanged (the stack sends
-// ID 0 with DF; the kernel's GRO keeps such fixed IDs). Returns the size.
-size_t rx_segment(const RxPacket& rx, size_t i, uint8_t* out);
+// segment, the IPv4 header checksum and, with `fill` complete (the default),
+// the TCP checksum computed in full; FIN and PSH only on the last segment, CWR
+// only on the first (as the kernel's tcp_gso_segment). The IPv4 ID is copied
+// unchanged (the stack sends ID 0 with DF; the kernel's GRO keeps such fixed
+// IDs). Returns the size.
+size_t rx_segment(const RxPacket& rx, size_t i, uint8_t* out,
+                  TcpChecksumFill fill = TcpChecksumFill::complete);
 
 // parse_rx() and every segment into `out` (cap bytes), one view per segment
 // in `segs` (max_segs). `count` is 0 when dropped (`drop` says why), 1 for a
@@ -751,7 +799,10 @@ public:
                                          // turned off for this driver and the run sent one by one
         uint64_t gro_reads = 0;          // super-packets read
         uint64_t gro_segments = 0;       // segments split from them
-        uint64_t csum_completed = 0;     // NEEDS_CSUM packets whose TCP checksum was computed
+        uint64_t partial_csum_reads = 0;  // NEEDS_CSUM reads without GSO (a local sender's partial
+                                          // sum, nothing to verify); counted in csum_trusted too
+        uint64_t csum_trusted = 0;       // packets and segments handed to the Stack as
+                                         // RxChecksum::kernel_verified (DATA_VALID, NEEDS_CSUM, GRO)
         std::array<uint64_t, offload::kRxDropCount> rx_drops{};  // reads dropped, by reason
         uint64_t dropped(offload::RxDrop r) const { return rx_drops[static_cast<size_t>(r)]; }
     };

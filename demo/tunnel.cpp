@@ -308,10 +308,10 @@ void log_stats(Mode mode, const std::vector<Snapshot>& per_worker, bool tun_offl
         uint64_t rx_drops = 0;
         for (uint64_t d : os.rx_drops) rx_drops += d;
         block.add("stats%s: TUN offload: GSO writes %" PRIu64 " (%" PRIu64 " segments, %" PRIu64
-                  " rejected), GRO reads %" PRIu64 " (%" PRIu64 " segments), checksums completed %" PRIu64
-                  ", reads dropped %" PRIu64,
+                  " rejected), GRO reads %" PRIu64 " (%" PRIu64 " segments), partial-checksum reads %" PRIu64
+                  ", checksums trusted %" PRIu64 ", reads dropped %" PRIu64,
                   when, os.gso_writes, os.gso_segments, os.gso_rejected, os.gro_reads, os.gro_segments,
-                  os.csum_completed, rx_drops);
+                  os.partial_csum_reads, os.csum_trusted, rx_drops);
     }
     const TunnelCounters& c = snap.tunnel;
     if (mode == Mode::client) {

@@ -581,6 +581,151 @@ TEST_CASE("offload: split reports no_room and out-of-range segments are empty") 
 }
 
 // ---------------------------------------------------------------------------
+// What the kernel vouched for: RxPacket::checksum, TcpChecksumFill::leave and
+// the Stack's RxChecksum::kernel_verified, as StackDriver chains them.
+// ---------------------------------------------------------------------------
+
+namespace {
+
+const Path kIn4{{kPeer4, 40000}, {kStack4, 5555}};
+const Path kIn6{{kPeer6, 40000}, {kStack6, 5555}};
+
+size_t tcp_checksum_at(const Bytes& ip_packet) { return ((ip_packet[0] >> 4) == 4 ? 20 : 40) + 16; }
+
+}  // namespace
+
+TEST_CASE("offload: parse_rx says which reads the kernel vouched for") {
+    const Bytes pkt = encode(kOut4.data(1, 2, payload(0, 50)));
+    struct Row {
+        uint8_t flags, gso;
+        ft::RxChecksum want;
+    };
+    for (const Row& r : {Row{0, 0, ft::RxChecksum::verify},
+                         Row{ofl::kDataValid, 0, ft::RxChecksum::kernel_verified},
+                         Row{ofl::kNeedsCsum, 0, ft::RxChecksum::kernel_verified},
+                         Row{ofl::kNeedsCsum | ofl::kDataValid, 0, ft::RxChecksum::kernel_verified},
+                         Row{ofl::kNeedsCsum, ofl::kGsoTcpv4, ft::RxChecksum::kernel_verified}}) {
+        CAPTURE(int(r.flags));
+        CAPTURE(int(r.gso));
+        for (auto fill : {ofl::TcpChecksumFill::complete, ofl::TcpChecksumFill::leave}) {
+            Bytes read = cat(vnet(r.flags, r.gso, 40, 64, 20, 16), pkt);
+            const RxPacket rx = ofl::parse_rx(read.data(), read.size(), fill);
+            REQUIRE(rx.kind == RxPacket::Kind::plain);  // GSO of 50 bytes fits one 64-byte segment
+            CHECK(rx.checksum == r.want);
+        }
+    }
+    // A super-packet: segments, vouched for.
+    Bytes read = coalesced(encode_all(burst(kOut4, 0, 1, 3, 100)), 0, 3);
+    const RxPacket rx = parse(read);
+    REQUIRE(rx.kind == RxPacket::Kind::segments);
+    CHECK(rx.checksum == ft::RxChecksum::kernel_verified);
+}
+
+// The documented trust: DATA_VALID means the kernel verified the checksum
+// (CHECKSUM_UNNECESSARY), so a wrong one is not looked at. The same bytes
+// without the flag are summed and dropped.
+TEST_CASE("offload: a DATA_VALID read with a wrong TCP checksum is delivered, without DATA_VALID dropped") {
+    for (bool v6 : {false, true}) {
+        CAPTURE(v6);
+        Harness h;
+        h.listen(5555);
+        ServerConn c = establish_server(h, v6 ? kIn6 : kIn4, 1000);
+        Bytes bad = encode(c.in.data(1001, 1, payload(0, 1400)));
+        bad[tcp_checksum_at(bad)] ^= 0x40;
+        for (uint8_t flags : {ofl::kDataValid, uint8_t(0)}) {
+            CAPTURE(int(flags));
+            Bytes read = cat(vnet(flags, 0, 0, 0, 0, 0), bad);
+            const RxPacket rx = ofl::parse_rx(read.data(), read.size(), ofl::TcpChecksumFill::leave);
+            REQUIRE(rx.kind == RxPacket::Kind::plain);
+            CHECK(Bytes(rx.packet.begin(), rx.packet.end()) == bad);  // untouched
+            const ft::Stats before = h.stats();
+            h.stack.on_packet(rx.packet, h.now, rx.checksum);
+            if (flags == ofl::kDataValid) {
+                CHECK(drop_delta(before, h.stats()) == "");
+                CHECK(h.events() == evs(ev_datagram(c.id, payload(0, 1400))));
+                CHECK(h.stats().checksum_trusted == before.checksum_trusted + 1);
+            } else {
+                CHECK(drop_delta(before, h.stats()) == "bad_tcp_checksum+1");
+                CHECK(h.events() == evs());
+                CHECK(h.stats().checksum_trusted == before.checksum_trusted);
+            }
+        }
+    }
+}
+
+TEST_CASE("offload: NEEDS_CSUM left unsummed keeps the partial sum and reaches the Stack") {
+    for (bool v6 : {false, true}) {
+        CAPTURE(v6);
+        const size_t ip_len = v6 ? 40 : 20;
+        Harness h;
+        h.listen(5555);
+        ServerConn c = establish_server(h, v6 ? kIn6 : kIn4, 1000);
+        Bytes pkt = encode(c.in.data(1001, 1, payload(3, 333)));
+        put16(&pkt[ip_len + 16], pseudo_partial(pkt, pkt.size() - ip_len));  // as a local sender leaves it
+        Bytes read = cat(vnet(ofl::kNeedsCsum, 0, uint16_t(ip_len + 20), 0, uint16_t(ip_len), 16), pkt);
+        const RxPacket rx = ofl::parse_rx(read.data(), read.size(), ofl::TcpChecksumFill::leave);
+        REQUIRE(rx.kind == RxPacket::Kind::plain);
+        CHECK(rx.checksummed);
+        CHECK(rx.checksum == ft::RxChecksum::kernel_verified);
+        CHECK(Bytes(rx.packet.begin(), rx.packet.end()) == pkt);  // not summed
+        const ft::Stats before = h.stats();
+        h.stack.on_packet(rx.packet, h.now, rx.checksum);
+        CHECK(drop_delta(before, h.stats()) == "");
+        CHECK(h.events() == evs(ev_datagram(c.id, payload(3, 333))));
+        // The same partial sum handed over as unverified bytes is dropped.
+        h.stack.on_packet(rx.packet, h.now);
+        CHECK(drop_delta(before, h.stats()) == "bad_tcp_checksum+1");
+    }
+}
+
+// GRO: 40 segments in one read. Split without their TCP checksums, they
+// carry every other byte of the original segments and reach the Stack whole,
+// in order; split with them (the default), they are the originals.
+TEST_CASE("offload: GRO segments split without a TCP checksum reach the Stack byte-exact") {
+    for (bool v6 : {false, true}) {
+        CAPTURE(v6);
+        Harness h;
+        h.listen(5555);
+        ServerConn c = establish_server(h, v6 ? kIn6 : kIn4, 1000);
+        const auto originals = encode_all(burst(c.in, 1001, 1, 40, 1000, 456));
+        Bytes read = coalesced(originals, 0, 40);
+        REQUIRE(read.size() > 0);
+        const RxPacket rx = ofl::parse_rx(read.data(), read.size(), ofl::TcpChecksumFill::leave);
+        REQUIRE(rx.kind == RxPacket::Kind::segments);
+        REQUIRE(rx.count == 40);
+        REQUIRE(rx.checksum == ft::RxChecksum::kernel_verified);
+        std::vector<Bytes> left;
+        for (size_t i = 0; i < rx.count; ++i) {
+            CAPTURE(i);
+            Bytes full(rx.segment_size(i)), leave(rx.segment_size(i));
+            REQUIRE(ofl::rx_segment(rx, i, full.data()) == full.size());
+            REQUIRE(ofl::rx_segment(rx, i, leave.data(), ofl::TcpChecksumFill::leave) == leave.size());
+            CHECK(full == originals[i]);
+            const size_t ck = tcp_checksum_at(full);
+            CHECK(be16(&leave[ck]) != be16(&full[ck]));  // not computed ...
+            leave[ck] = full[ck];
+            leave[ck + 1] = full[ck + 1];
+            CHECK(leave == full);  // ... and nothing else differs (IPv4 header checksum included)
+            put16(&leave[ck], be16(&read[10 + ck]));  // back to what rx_segment left
+            left.push_back(leave);
+        }
+        ft::Stats before = h.stats();
+        for (const Bytes& s : left) h.stack.on_packet(ft::ByteView(s.data(), s.size()), h.now, rx.checksum);
+        CHECK(drop_delta(before, h.stats()) == "");
+        CHECK(h.stats().checksum_trusted == before.checksum_trusted + 40);
+        Evs want;
+        for (size_t i = 0; i < 40; ++i) want.list.push_back(ev_datagram(c.id, payload(i, i == 39 ? 456 : 1000)));
+        CHECK(h.events() == want);
+        // Handed over as unverified bytes, every one of them is dropped.
+        before = h.stats();
+        for (const Bytes& s : left) h.stack.on_packet(ft::ByteView(s.data(), s.size()), h.now);
+        CHECK(h.stats().dropped(ft::DropReason::bad_tcp_checksum) ==
+              before.dropped(ft::DropReason::bad_tcp_checksum) + 40);
+        CHECK(h.events() == evs());
+    }
+}
+
+// ---------------------------------------------------------------------------
 // StackDriver over real TUN devices (root only), in a network namespace of
 // its own that disappears with the test: two TUNs, IP forwarding between them.
 // ---------------------------------------------------------------------------
@@ -711,8 +856,8 @@ void run_pair(bool off_a, bool off_b, bool v6) {
     CHECK(oa.gso_rejected == 0);
     CHECK(ob.gso_rejected == 0);
     MESSAGE("A: gso ", oa.gso_writes, "/", oa.gso_segments, " gro ", oa.gro_reads, "/",
-            oa.gro_segments, " csum ", oa.csum_completed, "; B: gso ", ob.gso_writes, "/",
-            ob.gso_segments, " gro ", ob.gro_reads, "/", ob.gro_segments, " csum ", ob.csum_completed);
+            oa.gro_segments, " csum ", oa.partial_csum_reads, "; B: gso ", ob.gso_writes, "/",
+            ob.gso_segments, " gro ", ob.gro_reads, "/", ob.gro_segments, " csum ", ob.partial_csum_reads);
 
     // ---- one hand-made super-packet of 8000 segments of 8 bytes, written to
     // tun A: B gets it whole and must split it in chunks (its segment buffer
@@ -778,8 +923,15 @@ void run_pair(bool off_a, bool off_b, bool v6) {
     CHECK(joined == stream);
     CHECK(checksum_drops(b) == 0);
     MESSAGE("kernel TCP -> B: ", hb.got.size(), " datagrams, B gro ", ob.gro_reads, "/", ob.gro_segments,
-            " csum ", ob.csum_completed);
+            " csum ", ob.partial_csum_reads);
     if (off_b) CHECK(ob.gro_reads >= 1);  // TSO skbs from a local socket are handed over whole
+    // Every segment the kernel vouched for skipped the Stack's checksum, and
+    // only those: the driver's count is the Stack's; without offload, none.
+    MESSAGE("B trusted the checksum of ", ob.csum_trusted, " of ", b.stats().packets_in, " packets");
+    CHECK(b.stats().checksum_trusted == ob.csum_trusted);
+    CHECK(a.stats().checksum_trusted == oa.csum_trusted);
+    if (off_b) CHECK(ob.csum_trusted >= ob.gro_segments);
+    if (!off_b) CHECK(b.stats().checksum_trusted == 0);
     da.detach(*reactor);
     db.detach(*reactor);
 }

@@ -5,7 +5,8 @@
 // plain result is either the input untouched or, when its checksum was
 // completed, a valid TCP/IP packet; every split segment is a valid TCP/IP
 // packet (lengths, both checksums), seq advances by gso_size, and the payloads
-// concatenate to the super-packet's.
+// concatenate to the super-packet's. With TcpChecksumFill::leave: the same
+// verdict, the read untouched, segments differing only in the TCP checksum.
 //
 // First byte odd — the rest describes a burst of fake-TCP segments (sizes,
 // seq gaps, other tuples, acks, flags, families), built here with valid
@@ -105,6 +106,29 @@ void fuzz_split(const uint8_t* data, size_t size) {
     }
     CHECK_INV(payload_at == rx.packet.size);
     CHECK_INV(rx.segment_size(rx.count) == 0);
+}
+
+// TcpChecksumFill::leave, as StackDriver reads: the same verdict as the
+// default, the read never written to, and segments equal to the default's
+// in every byte but the TCP checksum field.
+void fuzz_leave(const uint8_t* data, size_t size) {
+    std::vector<uint8_t> full_read(data, data + size), left_read(data, data + size);
+    const ofl::RxPacket full = ofl::parse_rx(full_read.data(), full_read.size());
+    const ofl::RxPacket left = ofl::parse_rx(left_read.data(), left_read.size(), ofl::TcpChecksumFill::leave);
+    CHECK_INV(full.kind == left.kind && full.drop == left.drop && full.count == left.count);
+    CHECK_INV(full.checksum == left.checksum && full.checksummed == left.checksummed);
+    CHECK_INV(std::memcmp(left_read.data(), data, size) == 0);
+    if (left.kind != ofl::RxPacket::Kind::segments) return;
+    CHECK_INV(left.checksum == RxChecksum::kernel_verified);
+    const size_t ck = ((left.packet.data[0] >> 4) == 4 ? 20 : 40) + 16;
+    std::vector<uint8_t> a(left.header_len + left.gso_size), b(a.size());
+    for (size_t i = 0; i < left.count; ++i) {
+        const size_t n = left.segment_size(i);
+        CHECK_INV(ofl::rx_segment(full, i, a.data()) == n);
+        CHECK_INV(ofl::rx_segment(left, i, b.data(), ofl::TcpChecksumFill::leave) == n);
+        CHECK_INV(std::memcmp(a.data(), b.data(), ck) == 0);
+        CHECK_INV(std::memcmp(a.data() + ck + 2, b.data() + ck + 2, n - ck - 2) == 0);
+    }
 }
 
 // A fake-TCP data segment as the Stack emits it, with valid checksums.
@@ -221,6 +245,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (size == 0) return 0;
     if ((data[0] & 1) == 0) {
         fuzz_split(data + 1, size - 1);
+        fuzz_leave(data + 1, size - 1);
     } else {
         fuzz_round_trip(Input{data + 1, size - 1});
     }
