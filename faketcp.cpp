@@ -1916,6 +1916,79 @@ size_t gso_header(const ByteView* packets, size_t run, uint8_t* out) {
     return kVnetHdrLen + hdr;
 }
 
+namespace {
+
+constexpr uint32_t kNoPacket = UINT32_MAX;
+
+// The bytes naming a packet's TCP flow: addresses and ports, contiguous when
+// the IP header has its fixed size. Empty for anything else.
+ByteView flow_key(ByteView p) {
+    if (p.data == nullptr || p.size < kIpv4HeaderLen + kTcpHeaderLen) return {};
+    const uint8_t* b = p.data;
+    if (b[kV4VerIhl] == 0x45 && b[kV4Proto] == kProtoTcp) return {b + kV4Src, 8 + 4};  // then the ports
+    if ((b[0] >> 4) == 6 && p.size >= kIpv6HeaderLen + kTcpHeaderLen && b[kV6NextHeader] == kProtoTcp)
+        return {b + kV6Src, 32 + 4};
+    return {};
+}
+
+// Not seeded: the keys are our own outgoing flows, which a peer cannot
+// choose freely, and a collision costs only a probe.
+uint32_t flow_hash(ByteView key) {
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < key.size; ++i) h = (h ^ key.data[i]) * 16777619u;
+    return h ^ (h >> 15);
+}
+
+}  // namespace
+
+void FlowGrouper::reserve(size_t count) {
+    if (next_.size() >= count && count > 0) return;
+    next_.assign(count, kNoPacket);
+    tail_.assign(count, kNoPacket);
+    heads_.assign(count, kNoPacket);
+    size_t table = 16;
+    while (table < 2 * count) table <<= 1;
+    slots_.assign(table, kNoPacket);
+}
+
+void FlowGrouper::group(const ByteView* packets, size_t count, uint32_t* order) {
+    if (count > next_.size()) reserve(count);
+    size_t mask = 16;
+    while (mask < 2 * count) mask <<= 1;
+    mask -= 1;  // a table of at least twice the packets: probes stay short
+    std::fill(slots_.begin(), slots_.begin() + static_cast<std::ptrdiff_t>(mask + 1), kNoPacket);
+    size_t flows = 0;
+    for (uint32_t i = 0; i < count; ++i) {
+        next_[i] = kNoPacket;
+        const ByteView key = flow_key(packets[i]);
+        if (key.size == 0) {  // not a flow we can name: a group of its own
+            tail_[i] = i;
+            heads_[flows++] = i;
+            continue;
+        }
+        size_t h = flow_hash(key) & mask;
+        for (;;) {
+            const uint32_t head = slots_[h];
+            if (head == kNoPacket) {
+                slots_[h] = i;
+                tail_[i] = i;
+                heads_[flows++] = i;
+                break;
+            }
+            const ByteView other = flow_key(packets[head]);
+            if (other.size == key.size && std::memcmp(other.data, key.data, key.size) == 0) {
+                next_[tail_[head]] = i;
+                tail_[head] = i;
+                break;
+            }
+            h = (h + 1) & mask;
+        }
+    }
+    size_t k = 0;
+    for (size_t f = 0; f < flows; ++f)
+        for (uint32_t j = heads_[f]; j != kNoPacket; j = next_[j]) order[k++] = j;
+}
+
 size_t coalesce(const ByteView* packets, size_t run, uint8_t* out, size_t cap) {
     uint8_t hdr[kMaxGsoHeader];
     const size_t hl = gso_header(packets, run, hdr);
@@ -2124,6 +2197,8 @@ StackDriver::StackDriver(Stack& stack, Tun& tun, StackHandler& handler)
         rx_.assign(kOffloadRxBytes, 0);
         seg_.assign(kOffloadSegBytes, 0);
         tx_views_.assign(stack.config().tx_queue_capacity, ByteView());
+        tx_order_.assign(stack.config().tx_queue_capacity, 0);
+        grouper_ = offload::FlowGrouper(stack.config().tx_queue_capacity);
         gso_tx_ = true;
         return;
     }
@@ -2324,15 +2399,24 @@ long StackDriver::write_plain_vnet(size_t i) {
 // gather write of the GSO header and the payloads where the Stack queued
 // them, so nothing is copied. The rest goes out alone.
 void StackDriver::flush_offload(size_t count) {
-    if (tx_views_.size() < count) tx_views_.resize(count);  // only if the queue outgrew its config
+    if (tx_views_.size() < count) {  // only if the queue outgrew its config
+        tx_views_.resize(count);
+        tx_order_.resize(count);
+    }
     for (size_t i = 0; i < count; ++i) tx_views_[i] = stack_.tx_packet(i);
+    if (gso_tx_ && count > 2) {
+        grouper_.group(tx_views_.data(), count, tx_order_.data());
+        for (size_t k = 0; k < count; ++k) tx_views_[k] = stack_.tx_packet(tx_order_[k]);
+    } else {
+        for (size_t k = 0; k < count; ++k) tx_order_[k] = static_cast<uint32_t>(k);
+    }
     std::array<ByteView, offload::kMaxGsoSegments + 1> parts;
     size_t i = 0;
     while (i < count) {
         const size_t run = gso_tx_ ? offload::gso_run(&tx_views_[i], count - i) : 1;
         const size_t hl = run >= 2 ? offload::gso_header(&tx_views_[i], run, gso_hdr_.data()) : 0;
         if (hl == 0) {
-            if (write_plain_vnet(i) < 0) ++tun_write_errors_;
+            if (write_plain_vnet(tx_order_[i]) < 0) ++tun_write_errors_;
             ++i;
             continue;
         }
@@ -2348,7 +2432,7 @@ void StackDriver::flush_offload(size_t count) {
             ++offload_stats_.gso_rejected;
             gso_tx_ = false;
             for (size_t k = 0; k < run; ++k)
-                if (write_plain_vnet(i + k) < 0) ++tun_write_errors_;
+                if (write_plain_vnet(tx_order_[i + k]) < 0) ++tun_write_errors_;
         } else if (r < 0) {
             tun_write_errors_ += run;  // ENOBUFS/EAGAIN: the run is lost, as with UDP
         } else {

@@ -485,6 +485,29 @@ size_t gso_header(const ByteView* packets, size_t run, uint8_t* out);
 // when gso_header() refuses or `cap` is too small.
 size_t coalesce(const ByteView* packets, size_t run, uint8_t* out, size_t cap);
 
+// Puts each TCP flow's packets next to each other before gso_run() looks for
+// runs: an application that sends to many flows in turn (16 UDP peers, one
+// datagram each, round robin) otherwise leaves runs of one. Flows keep their
+// first-appearance order and each flow its own packet order; only packets of
+// different flows trade places, which fake TCP, like UDP, never promised to
+// keep. A flow is the IP addresses and TCP ports (IPv4 with a 20-byte header,
+// IPv6 without extension headers); any other packet is a group of its own.
+// Buffers are sized at construction and grow only for a larger batch.
+class FlowGrouper {
+public:
+    explicit FlowGrouper(size_t capacity = 0) { reserve(capacity); }
+    // order[0..count) = a permutation of 0..count-1: packets[order[k]] is the
+    // k-th packet to send. O(count); allocates only past the capacity.
+    void group(const ByteView* packets, size_t count, uint32_t* order);
+
+private:
+    void reserve(size_t count);
+    std::vector<uint32_t> next_;   // per packet: the next packet of its flow
+    std::vector<uint32_t> tail_;   // per flow head: its flow's last packet so far
+    std::vector<uint32_t> heads_;  // flow heads in first-appearance order
+    std::vector<uint32_t> slots_;  // open-addressing table of flow heads
+};
+
 // --- receive: check the vnet header, split super-packets --------------------
 
 // Why a read was dropped before reaching the Stack. The header is never
@@ -833,7 +856,9 @@ private:
     // Offload only: segments split from super-packets (datagram events point
     // here until dispatched), the tx queue as views, one super-packet header.
     std::vector<uint8_t> seg_;
-    std::vector<ByteView> tx_views_;
+    std::vector<ByteView> tx_views_;   // the tx queue in send order (flows grouped)
+    std::vector<uint32_t> tx_order_;   // tx_views_[k] is the Stack's packet tx_order_[k]
+    offload::FlowGrouper grouper_;
     std::array<uint8_t, offload::kMaxGsoHeader> gso_hdr_{};
     bool gso_tx_ = false;  // coalesce on flush (offload on, not rejected by the kernel)
     OffloadStats offload_stats_;
