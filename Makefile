@@ -9,6 +9,7 @@
 #   make soak         (root) 50 flows under injected faults and 2 server restarts, SOAK_SECONDS (600)
 #   make valgrind-demo   (root) client and server under valgrind memcheck in the topology
 #   make netns-test-asan (root) the netns suite against build/asan/faketcp (ASan+UBSan)
+#   make netns-test-tsan (root) the threaded scenarios against build/tsan/faketcp (ThreadSanitizer)
 #   make bench        (root) the tunnel vs plain UDP benchmark, < 5 min (netns-tests/bench/)
 #   make deps         (root) install the Debian packages the tests need
 #   make clean
@@ -166,7 +167,7 @@ fuzz: $(addprefix $(BUILD)/fuzz/,$(FUZZ_TARGETS))
 # --- hardening (root): the soak, valgrind, and the netns suite (whose 2N-*.sh are the
 #     hardening scenarios) against an ASan+UBSan build of the CLI.
 SOAK_SECONDS ?= 600
-.PHONY: soak valgrind-demo netns-test-asan
+.PHONY: soak valgrind-demo netns-test-asan netns-test-tsan
 
 $(BUILD)/asan/faketcp: $(DEMO_SRCS) $(DEMO_HDRS) $(LIB_SRCS) $(LIB_HDRS)
 	@mkdir -p $(BUILD)/asan
@@ -202,6 +203,27 @@ netns-test-asan: $(BUILD)/asan/faketcp
 	    echo "netns-test-asan: sanitizer reports (kept in $$rep):" >&2; \
 	    for f in $$rep/*; do echo "--- $$f" >&2; head -n 80 "$$f" >&2; done; exit 1; fi; \
 	  rm -rf "$$rep"; echo "netns-test-asan: no sanitizer report"; exit $$rc
+
+# The CLI's worker threads under ThreadSanitizer, on the scenarios that work
+# them hardest: many flows over two workers, RST handling, idle sweeps, SIGTERM
+# shutdown with stats gathered across threads, and 3/4 workers at once. The
+# timing-bound floods stay out: TSan slows the process several-fold.
+TSAN_SCENARIOS := 01-echo 02-many-flows 03-rst-injection 07-idle-expiry 08-server-restart 24-multiqueue
+
+$(BUILD)/tsan/faketcp: $(DEMO_SRCS) $(DEMO_HDRS) $(LIB_SRCS) $(LIB_HDRS)
+	@mkdir -p $(BUILD)/tsan
+	$(CXX) $(STD) $(WARN) -O1 -g -fsanitize=thread -I. -o $@ $(DEMO_SRCS) $(LIB_SRCS)
+
+netns-test-tsan: $(BUILD)/tsan/faketcp
+	@if [ "$(IS_ROOT)" != yes ]; then echo "make netns-test-tsan needs root (network namespaces, TUN): run 'sudo make netns-test-tsan'" >&2; exit 1; fi
+	@$(MAKE) --no-print-directory deps
+	@rep=$$(mktemp -d /tmp/ftc-tsan-reports.XXXXXX) || exit 1; \
+	  set -o pipefail; export TSAN_OPTIONS=halt_on_error=1:log_path=$$rep/tsan; rc=0; \
+	  for s in $(TSAN_SCENARIOS); do NETNS_ONLY=$$s bash netns-tests/run.sh $(BUILD)/tsan/faketcp | grep -v '^netns: total' || rc=1; done; \
+	  if compgen -G "$$rep/*" >/dev/null; then \
+	    echo "netns-test-tsan: ThreadSanitizer reports (kept in $$rep):" >&2; \
+	    for f in $$rep/*; do echo "--- $$f" >&2; head -n 80 "$$f" >&2; done; exit 1; fi; \
+	  rm -rf "$$rep"; echo "netns-test-tsan: no ThreadSanitizer report"; exit $$rc
 
 clean:
 	rm -rf $(BUILD)

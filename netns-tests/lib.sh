@@ -71,7 +71,16 @@ step() {
 note() { if [ -n "${NETNS_VERBOSE:-}" ]; then echo "      $*" >&2; fi; }
 elapsed() { echo "$(date +%s.%N) $T_START" | awk '{printf "%.1f", $1 - $2}'; }
 
-ok() { echo "[ OK ] $NAME"; exit 0; }
+# A sanitizer build (make netns-test-asan, or a TSan build) may report and go
+# on (UBSan, TSan without halt_on_error): no scenario passes with a report in
+# any of its logs.
+ok() {
+    local reports
+    reports=$(grep -l -E "(Address|Thread|Leak|UndefinedBehavior)Sanitizer|runtime error:" "$WORK"/*.log 2>/dev/null)
+    [ -z "$reports" ] || fail "sanitizer report in $(basename -a $reports | xargs): $(grep -h -m1 -E "Sanitizer|runtime error:" $reports | head -n1)"
+    echo "[ OK ] $NAME"
+    exit 0
+}
 skip() { echo "[SKIP] $NAME: $*"; exit 0; }
 fail() {
     echo "[FAIL] $NAME: $CUR_STEP: $*"
