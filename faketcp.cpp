@@ -1598,6 +1598,7 @@ Reactor::~Reactor() {
 Reactor::Reactor(Reactor&& o) noexcept
     : epfd_(std::exchange(o.epfd_, -1)),
       stopping_(o.stopping_),
+      busy_poll_(o.busy_poll_),
       watches_(std::move(o.watches_)),
       handlers_(std::move(o.handlers_)) {}
 
@@ -1606,6 +1607,7 @@ Reactor& Reactor::operator=(Reactor&& o) noexcept {
         if (epfd_ >= 0) ::close(epfd_);
         epfd_ = std::exchange(o.epfd_, -1);
         stopping_ = o.stopping_;
+        busy_poll_ = o.busy_poll_;
         watches_ = std::move(o.watches_);
         handlers_ = std::move(o.handlers_);
     }
@@ -1665,6 +1667,24 @@ Status Reactor::run() {
     return Status();
 }
 
+// epoll_wait until `wake`: spinning first when busy polling is on.
+int Reactor::wait(epoll_event* events, int max_events, TimePoint start, TimePoint wake) {
+    if (wake <= start) return epoll_wait(epfd_, events, max_events, 0);
+    if (busy_poll_.count() > 0) {
+        const TimePoint spin_end = std::min(wake, start + busy_poll_);
+        do {
+            const int n = epoll_wait(epfd_, events, max_events, 0);
+            if (n != 0) return n;
+        } while (now() < spin_end);
+        start = now();
+        if (wake <= start) return 0;
+    }
+    // Round up so we never wake just before a deadline and spin.
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(wake - start + std::chrono::microseconds(999));
+    const int timeout_ms = static_cast<int>(std::min<int64_t>(ms.count(), 3600 * 1000));
+    return epoll_wait(epfd_, events, max_events, timeout_ms);
+}
+
 Status Reactor::run_once(Duration max_wait) {
     handlers_.erase(std::remove(handlers_.begin(), handlers_.end(), nullptr), handlers_.end());
     TimePoint start = now();
@@ -1673,15 +1693,9 @@ Status Reactor::run_once(Duration max_wait) {
         auto d = h->next_deadline();
         if (d && *d < wake) wake = *d;
     }
-    int timeout_ms = 0;
-    if (wake > start) {
-        // Round up so we never wake just before a deadline and spin.
-        auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(wake - start + std::chrono::microseconds(999));
-        timeout_ms = static_cast<int>(std::min<int64_t>(ms.count(), 3600 * 1000));
-    }
     constexpr int kMaxEvents = 64;
     epoll_event evs[kMaxEvents];
-    int n = epoll_wait(epfd_, evs, kMaxEvents, timeout_ms);
+    int n = wait(evs, kMaxEvents, start, wake);
     if (n < 0) {
         if (errno == EINTR) return Status();
         return Status::from_errno("epoll_wait", errno);

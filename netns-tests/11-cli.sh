@@ -82,6 +82,8 @@ is IPv6|client --local 127.0.0.1:5000 --remote '[fd00::1]:4567' -4
 --idle-timeout: expected a whole number|client "${L[@]}" --idle-timeout -1
 --queues: expected a number 1-256|server "${S[@]}" --queues 0
 --queues: expected a number 1-256|server "${S[@]}" --queues 257
+--busy-poll: expected microseconds 0-1000|client "${L[@]}" --busy-poll 1001
+--busy-poll: expected microseconds 0-1000|server "${S[@]}" --busy-poll 5us
 --stats-interval: expected a whole number|server "${S[@]}" --stats-interval 1.5
 given more than once|server "${S[@]}" --local 4568
 missing value|server --local 4567 --remote
