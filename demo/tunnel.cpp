@@ -435,15 +435,8 @@ public:
         s.offload = driver_.offload_stats();
         s.tun_read_errors = driver_.tun_read_errors();
         s.tun_write_errors = driver_.tun_write_errors();
-        TunnelCounters& c = s.tunnel;
-        c.udp_in = udp_in_;
-        c.udp_out = udp_out_;
-        c.oversize_drops = oversize_drops_;
-        c.empty_drops = empty_drops_;
-        c.tx_full_drops = tx_full_drops_;
-        c.send_errors = send_errors_;
-        c.udp_offload = udp_offload_;
-        fill_mode_counters(c);
+        s.tunnel = counters_;
+        fill_mode_counters(s.tunnel);
         return s;
     }
 
@@ -487,6 +480,7 @@ protected:
     virtual size_t sweep_idle(TimePoint now) = 0;
     // Resets every connection; returns how many.
     virtual size_t close_all(TimePoint now) = 0;
+    // What snapshot() cannot copy from counters_: derived state and the UDP error tallies.
     virtual void fill_mode_counters(TunnelCounters& c) const = 0;
     virtual const char* mode_name() const = 0;
 
@@ -510,13 +504,13 @@ protected:
     // formatted when the warning is logged.
     void drop_oversize(size_t size, bool truncated, size_t limit, const char* from, TimePoint now,
                        const SockAddr* from_addr = nullptr) {
-        ++oversize_drops_;
+        ++counters_.oversize_drops;
         if (!oversize_warn_.allow(now)) return;
         oversize_warn_.take_suppressed();
         std::string sender = from_addr ? "UDP peer " + to_string(*from_addr) : std::string(from);
         LOG_WARN("%s: dropped a %s%zu-byte datagram from %s: one segment carries at most %zu bytes with MTU %u "
                  "(%" PRIu64 " oversized dropped so far; warning at most every %s)",
-                 mode_name(), truncated ? "more than " : "", size, sender.c_str(), limit, kMtu, oversize_drops_,
+                 mode_name(), truncated ? "more than " : "", size, sender.c_str(), limit, kMtu, counters_.oversize_drops,
                  seconds_str(kWarnInterval).c_str());
     }
 
@@ -546,10 +540,10 @@ protected:
     // How many datagrams receive i of rx holds (split with gro_segment), counted.
     size_t received_count(const UdpRxBatch& rx, size_t i, size_t gro_size) {
         const size_t n = gro_segment_count(rx.size(i), gro_size);
-        udp_in_ += n;
+        counters_.udp_in += n;
         if (n > 1) {
-            ++udp_offload_.gro_receives;
-            udp_offload_.gro_datagrams += n;
+            ++counters_.udp_offload.gro_receives;
+            counters_.udp_offload.gro_datagrams += n;
         }
         return n;
     }
@@ -567,8 +561,8 @@ protected:
     // Sends what send_batch_ holds on `fd`. The first refused UDP_SEGMENT run
     // turns GSO off for good: the batch resent it one datagram at a time.
     UdpSendBatch::Outcome send_batch(int fd, UdpErrors& errors) {
-        UdpSendBatch::Outcome out = send_batch_.send(fd, errors, udp_offload_);
-        udp_out_ += out.sent;
+        UdpSendBatch::Outcome out = send_batch_.send(fd, errors, counters_.udp_offload);
+        counters_.udp_out += out.sent;
         if (out.gso_refused_errno != 0 && udp_gso_) {
             udp_gso_ = false;
             LOG_WARN("%s: the kernel refused a UDP segmentation offload send (%s): one datagram per message from "
@@ -586,9 +580,9 @@ protected:
         switch (e) {
             case Errc::ok: return true;
             case Errc::too_big: drop_oversize(data.size, false, limit, from, now); return false;
-            case Errc::tx_queue_full: ++tx_full_drops_; break;
-            case Errc::empty_datagram: ++empty_drops_; break;
-            default: ++send_errors_; break;
+            case Errc::tx_queue_full: ++counters_.tx_full_drops; break;
+            case Errc::empty_datagram: ++counters_.empty_drops; break;
+            default: ++counters_.send_errors; break;
         }
         LOG_DEBUG("%s: send on connection %u failed: %s", mode_name(), conn.index, faketcp::to_string(e));
         return false;
@@ -606,8 +600,8 @@ protected:
     UdpSendBatch send_batch_;
     bool udp_gso_ = false;  // UDP_SEGMENT runs (probed; off once the kernel refuses one)
     bool udp_gro_ = false;  // UDP_GRO on receiving sockets (off once the kernel refuses)
-    UdpOffloadStats udp_offload_;
-    uint64_t udp_in_ = 0, udp_out_ = 0;
+    // Everything counted on this worker's data path; snapshot() adds the rest.
+    TunnelCounters counters_;
     std::optional<size_t> queue_;
     WorkerLink& link_;
     Duration idle_timeout_;
@@ -617,10 +611,6 @@ protected:
     size_t reset_on_stop_ = 0;
 
     RateLimit oversize_warn_{kWarnInterval};
-    uint64_t oversize_drops_ = 0;
-    uint64_t empty_drops_ = 0;
-    uint64_t tx_full_drops_ = 0;
-    uint64_t send_errors_ = 0;
 
 private:
     // The main thread asked for something: see WorkerLink.
@@ -704,7 +694,7 @@ public:
         ClientFlow& fl = flows_[f];
         fl.state = ClientFlow::State::established;
         fl.failure_logged = false;
-        ++connects_ok_;
+        ++counters_.connects_ok;
         const std::string peer = to_string(fl.peer);
         LOG_INFO("client: connection %s -> %s established for UDP peer %s", ep_str(info.local).c_str(),
                  ep_str(info.remote).c_str(), peer.c_str());
@@ -725,7 +715,7 @@ public:
     void on_datagram(ConnId conn, ByteView data) override {
         uint32_t f = flow_of(conn);
         if (f == kNone) {
-            ++stale_datagrams_;
+            ++counters_.stale_datagrams;
             return;
         }
         flows_[f].last_activity = coarse_now_;
@@ -767,7 +757,7 @@ protected:
         for (int i = 0; i < n; ++i) {
             const RxMeta meta = rx_.meta(static_cast<size_t>(i));
             // Cumulative for the socket.
-            if (meta.overflow > rx_overflows_) rx_overflows_ = meta.overflow;
+            if (meta.overflow > counters_.rx_overflows) counters_.rx_overflows = meta.overflow;
             on_udp_receive(static_cast<size_t>(i), meta, now);
         }
     }
@@ -787,7 +777,7 @@ protected:
                          seconds_str(idle_timeout_).c_str());
             }
             close_flow(f, now);
-            ++idle_closed_;
+            ++counters_.idle_closed;
             ++closed;
         }
         return closed;
@@ -806,16 +796,6 @@ protected:
 
     void fill_mode_counters(TunnelCounters& c) const override {
         c.peers = by_peer_.size();
-        c.connects_started = connects_started_;
-        c.connects_ok = connects_ok_;
-        c.connects_lost = connects_lost_;
-        c.idle_closed = idle_closed_;
-        c.pending_full_drops = pending_full_drops_;
-        c.pending_lost = pending_lost_;
-        c.no_conn_drops = no_conn_drops_;
-        c.table_full_drops = table_full_drops_;
-        c.stale_datagrams = stale_datagrams_;
-        c.rx_overflows = rx_overflows_;
         add_udp_errors(c, udp_errors_);
     }
 
@@ -843,7 +823,7 @@ private:
                 continue;
             }
             if (d.size == 0) {  // a zero-length segment would read as a pure ACK
-                ++empty_drops_;
+                ++counters_.empty_drops;
                 continue;
             }
             if (f == kNone) {
@@ -881,7 +861,7 @@ private:
                 return;
             case ClientFlow::State::disconnected:
                 if (!open_connection(f, now)) {
-                    ++no_conn_drops_;
+                    ++counters_.no_conn_drops;
                     return;
                 }
                 queue_pending(fl, d);
@@ -895,7 +875,7 @@ private:
     }
 
     void queue_pending(ClientFlow& fl, ByteView d) {
-        if (fl.pending.count >= kPendingPerFlow || !pending_.push(fl.pending, d)) ++pending_full_drops_;
+        if (fl.pending.count >= kPendingPerFlow || !pending_.push(fl.pending, d)) ++counters_.pending_full_drops;
     }
 
     uint32_t new_flow(const PeerKey& key, const SockAddr& peer, TimePoint now) {
@@ -907,10 +887,10 @@ private:
             f = static_cast<uint32_t>(flows_.size());
             flows_.emplace_back();
         } else {
-            ++table_full_drops_;
+            ++counters_.table_full_drops;
             if (table_full_warn_.allow(now))
                 LOG_WARN("client: %u UDP peers already: dropping datagrams from new peer %s (%" PRIu64 " so far)",
-                         max_flows_, to_string(peer).c_str(), table_full_drops_);
+                         max_flows_, to_string(peer).c_str(), counters_.table_full_drops);
             return kNone;
         }
         ClientFlow& fl = flows_[f];
@@ -940,7 +920,7 @@ private:
             ++connect_errors_;
             return false;
         }
-        ++connects_started_;
+        ++counters_.connects_started;
         fl.conn = r.value();
         fl.state = ClientFlow::State::connecting;
         by_conn_[fl.conn.index] = f;
@@ -953,8 +933,8 @@ private:
         uint32_t f = flow_of(conn);
         if (f == kNone) return;  // closed by us: already forgotten
         ClientFlow& fl = flows_[f];
-        ++connects_lost_;
-        pending_lost_ += fl.pending.count;
+        ++counters_.connects_lost;
+        counters_.pending_lost += fl.pending.count;
         pending_.clear(fl.pending);
         by_conn_[conn.index] = kNone;
         fl.conn = ConnId{};
@@ -977,7 +957,7 @@ private:
             by_conn_[fl.conn.index] = kNone;
             driver_.close(fl.conn, now);
         }
-        pending_lost_ += fl.pending.count;
+        counters_.pending_lost += fl.pending.count;
         pending_.clear(fl.pending);
         by_peer_.erase(fl.key);
         fl.conn = ConnId{};
@@ -1003,11 +983,7 @@ private:
     UdpRxBatch rx_;
     UdpErrors udp_errors_;
     RateLimit table_full_warn_{kWarnInterval}, connect_warn_{kWarnInterval}, rx_error_warn_{kWarnInterval};
-    uint64_t connects_started_ = 0, connects_ok_ = 0, connects_lost_ = 0, connect_errors_ = 0;
-    uint64_t idle_closed_ = 0;
-    uint64_t pending_full_drops_ = 0, pending_lost_ = 0, no_conn_drops_ = 0;
-    uint64_t table_full_drops_ = 0, stale_datagrams_ = 0;
-    uint64_t rx_overflows_ = 0;  // dropped by the kernel: socket receive buffer full
+    uint64_t connect_errors_ = 0;  // for the warning's running count
 };
 
 // ---------------------------------------------------------------------------
@@ -1067,12 +1043,12 @@ public:
             }
         }
         if (!udp.valid()) {
-            ++socket_errors_;
+            ++counters_.socket_errors;
             if (socket_warn_.allow(now))
                 LOG_WARN("server: connection %s -> %s: no UDP socket towards %s: %s; resetting it (%" PRIu64
                          " such errors)",
                          ep_str(info.remote).c_str(), ep_str(info.local).c_str(), ep_str(setup_.remote).c_str(),
-                         error.c_str(), socket_errors_);
+                         error.c_str(), counters_.socket_errors);
             driver_.close(conn, now);
             return;
         }
@@ -1088,7 +1064,7 @@ public:
         fl.last_activity = now;
         fl.limit = static_cast<uint32_t>(stack_.max_datagram(conn));
         fl.overflows_seen = 0;
-        ++accepted_;
+        ++counters_.accepted;
         LOG_INFO("server: connection %s -> %s accepted; UDP %s -> %s", ep_str(info.remote).c_str(),
                  ep_str(info.local).c_str(), local_address(fd).c_str(), ep_str(setup_.remote).c_str());
         if (!setup_.handshake.empty())
@@ -1098,7 +1074,7 @@ public:
     void on_closed(ConnId conn, CloseReason reason) override {
         ServerFlow* fl = flow_of(conn);
         if (fl == nullptr) return;  // closed by us: already torn down
-        ++peer_closed_;
+        ++counters_.peer_closed;
         LOG_INFO("server: connection %s -> port %u %s: closing its UDP socket", ep_str(fl->client).c_str(),
                  unsigned(opt_.local_port), describe(reason));
         teardown(*fl);
@@ -1107,7 +1083,7 @@ public:
     void on_datagram(ConnId conn, ByteView data) override {
         ServerFlow* fl = flow_of(conn);
         if (fl == nullptr) {
-            ++stale_datagrams_;
+            ++counters_.stale_datagrams;
             return;
         }
         fl->last_activity = coarse_now_;
@@ -1144,7 +1120,7 @@ protected:
             const RxMeta meta = rx_.meta(size_t(i));
             // Cumulative for the socket: add what is new.
             if (meta.overflow > fl.overflows_seen) {
-                rx_overflows_ += meta.overflow - fl.overflows_seen;
+                counters_.rx_overflows += meta.overflow - fl.overflows_seen;
                 fl.overflows_seen = meta.overflow;
             }
             forward_receive(fl, size_t(i), meta.gro_size, now);
@@ -1178,7 +1154,7 @@ protected:
                 continue;
             }
             if (d.size == 0) {
-                ++empty_drops_;
+                ++counters_.empty_drops;
                 continue;
             }
             send_datagram(fl.conn, d, fl.limit, "the UDP service", now);
@@ -1193,7 +1169,7 @@ protected:
                      ep_str(fl.client).c_str(), unsigned(opt_.local_port), seconds_str(idle_timeout_).c_str());
             driver_.close(fl.conn, now);
             teardown(fl);
-            ++idle_closed_;
+            ++counters_.idle_closed;
             ++closed;
         }
         return closed;
@@ -1210,15 +1186,7 @@ protected:
         return closed;
     }
 
-    void fill_mode_counters(TunnelCounters& c) const override {
-        c.accepted = accepted_;
-        c.peer_closed = peer_closed_;
-        c.idle_closed = idle_closed_;
-        c.socket_errors = socket_errors_;
-        c.stale_datagrams = stale_datagrams_;
-        c.rx_overflows = rx_overflows_;
-        add_udp_errors(c, udp_errors_);
-    }
+    void fill_mode_counters(TunnelCounters& c) const override { add_udp_errors(c, udp_errors_); }
 
 private:
     ServerFlow* flow_of(ConnId conn) {
@@ -1258,9 +1226,6 @@ private:
     UdpRxBatch rx_;
     UdpErrors udp_errors_;
     RateLimit socket_warn_{kWarnInterval};
-    uint64_t accepted_ = 0, peer_closed_ = 0, idle_closed_ = 0, socket_errors_ = 0;
-    uint64_t stale_datagrams_ = 0;
-    uint64_t rx_overflows_ = 0;  // dropped by the kernel: socket receive buffers full
 };
 
 // ---------------------------------------------------------------------------
