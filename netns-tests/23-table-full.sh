@@ -26,8 +26,12 @@ _half_open_zero() { [ "$(stat_value "$WORK/server.log" half_open_connections)" =
 
 step "start the UDP echo, the server (table $MAXC, half-open $MAXH) and the client"
 start_echo ECHO "$NS_S" 127.0.0.1:7000
-start_server SRV server --remote 127.0.0.1:7000 --stats-interval 1 --max-connections $MAXC --max-half-open $MAXH
-start_client CLI client --local 127.0.0.1:5000 --remote "$S_IP4:$PUB_PORT" --stats-interval 1
+# One queue each: with N workers the CLI gives each stack 1/N of the table, and
+# which stack a new flow lands on follows its ports, so "exactly MAXC - 2 new
+# peers connect" holds only for one stack. 24-multiqueue covers the threads.
+start_server SRV server --remote 127.0.0.1:7000 --stats-interval 1 --max-connections $MAXC --max-half-open $MAXH \
+    --queues 1
+start_client CLI client --local 127.0.0.1:5000 --remote "$S_IP4:$PUB_PORT" --stats-interval 1 --queues 1
 ip -n "$NS_R" route add blackhole 198.18.0.0/15 || fail "blackhole route in the router"
 DST_MAC=$(ip netns exec "$NS_S" cat "/sys/class/net/$V_S/address") || fail "MAC of $V_S"
 
