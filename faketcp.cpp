@@ -1283,7 +1283,11 @@ struct Stack::Impl {
         establish(c);
         c.last_ack_sent = c.rcv_nxt;
         push_event(EventType::accepted, c);
-        if (seg.payload.size) on_data(c, seg, now);
+        // Data on the handshake's ACK (or on the first segment, the ACK lost)
+        // is delivered, and acknowledged by the pure ACK below: through
+        // on_data, a seq far ahead would also trip the ack_every_bytes rule
+        // and send the same ACK twice for one segment.
+        if (seg.payload.size) receive_payload(c, seg);
         // The window in our SYN-ACK is unscaled (RFC 7323), so a stateful
         // firewall lets the client send only 64 KiB past our ACK until it
         // sees a scaled window from us. One pure ACK now advertises it.
@@ -1335,10 +1339,15 @@ struct Stack::Impl {
         send_challenge_ack(c, now);
     }
 
-    void on_data(Conn& c, const Segment& seg, TimePoint now) {
+    // The highest sequence end received moves on; the payload becomes a datagram event.
+    void receive_payload(Conn& c, const Segment& seg) {
         uint32_t end = seg.seq + static_cast<uint32_t>(seg.payload.size);
         if (seq_after(SeqNum{end}, SeqNum{c.rcv_nxt})) c.rcv_nxt = end;
         deliver(c, seg.payload);
+    }
+
+    void on_data(Conn& c, const Segment& seg, TimePoint now) {
+        receive_payload(c, seg);
         uint32_t unacked = c.rcv_nxt - c.last_ack_sent;
         if (unacked > cfg.ack_every_bytes) {
             send_pure_ack(c);

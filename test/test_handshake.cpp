@@ -392,9 +392,27 @@ TEST_CASE("syn_received_ack_with_data_accepted_then_delivered") {
     h.in(kIn4.syn(1000));
     h.tx();
     h.in(kIn4.data(1001, 1, "first"));
+    // One reply, the pure ACK on accept, acknowledging the data too (the
+    // fuzzer once found two identical ones here).
+    CHECK(h.tx() == pkts(kIn4.reversed().ack(1, 1006)));
     Evs e = h.events();
     REQUIRE(e.size() == 2);
     CHECK(e == evs(ev_accepted(e[0].conn), ev_datagram(e[0].conn, "first")));
+}
+
+TEST_CASE("syn_received_data_far_ahead_gets_one_ack") {
+    // Past the 128 MiB ack_every_bytes mark on the segment that completes the
+    // handshake: still one reply (the fuzzer found two identical ACKs here).
+    Harness h;
+    h.listen(kPort);
+    h.in(kIn4.syn(1000));
+    h.tx();
+    const uint32_t far = 1001 + 0x30000000;
+    h.in(kIn4.data(far, 1, "hello!"));
+    CHECK(h.tx() == pkts(kIn4.reversed().ack(1, far + 6)));
+    Evs e = h.events();
+    REQUIRE(e.size() == 2);
+    CHECK(e == evs(ev_accepted(e[0].conn), ev_datagram(e[0].conn, "hello!")));
 }
 
 TEST_CASE("half_open_limit_refuses_syn") {
