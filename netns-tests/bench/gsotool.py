@@ -17,25 +17,20 @@ HOST may be an IPv6 address in brackets: [::1]:5000.
 """
 import argparse
 import json
+import os
 import random
 import socket
 import struct
 import sys
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from udptool import parse_hp  # noqa: E402  (HOST:PORT and [v6]:PORT, as the suite's other tools)
+
 UDP_SEGMENT = 103  # linux/udp.h
 UDP_GRO = 104
 SOL_UDP = 17
 CMSG_ROOM = socket.CMSG_SPACE(4)
-
-
-def parse_hp(text):
-    if text.startswith("["):
-        host, _, port = text[1:].partition("]:")
-    else:
-        host, _, port = text.rpartition(":")
-    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return fam, (host, int(port))
 
 
 def gro_socket(fam):
