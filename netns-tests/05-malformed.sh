@@ -84,7 +84,9 @@ done
 
 # --- nothing reached the UDP service, both connections still echo
 step "nothing was delivered; both connections keep echoing"
-if grep -qiE "$(printf MALFORMED | xxd -p)|$(printf TRUNCATED | xxd -p)|$(printf MUTATED | xxd -p)" "$WORK/server-app.hex"; then
+hex() { printf '%s' "$1" | od -An -tx1 | tr -d ' \n'; }
+[ "$(hex MUTATED)" = 4d555441544544 ] || fail "od cannot hex-encode (got '$(hex MUTATED)'): the check below would match anything"
+if grep -qiE "$(hex MALFORMED)|$(hex TRUNCATED)|$(hex MUTATED)" "$WORK/server-app.hex"; then
     fail "a malformed segment reached the UDP service"
 fi
 out=$(udp "$NS_C" probe --target 127.0.0.1:5000 --bind 127.0.0.1:6000 --tries 3) || fail "IPv4 flow: $out"

@@ -19,7 +19,7 @@ source "$(dirname "$0")/lib.sh" "$@"
 need_root
 need_binary
 need_scapy
-command -v tcpdump >/dev/null || skip "tcpdump is not installed"
+need_tool tcpdump
 topo_up
 TUN_C6=fttd$SUF
 C6_STACK=fcca::2
