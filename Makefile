@@ -98,8 +98,9 @@ deps:
 	  echo "missing packages:$$missing — run: sudo apt-get install -y --no-install-recommends$$missing" >&2; exit 1; fi; \
 	echo "deps: installing$$missing"; \
 	export DEBIAN_FRONTEND=noninteractive; \
-	apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $$missing >/dev/null \
-	  || { echo "deps: apt-get install$$missing failed" >&2; exit 1; }; \
+	out=$$(mktemp); { apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; } >"$$out" 2>&1 \
+	  || { tail -n 20 "$$out" >&2; rm -f "$$out"; echo "deps: apt-get install$$missing failed" >&2; exit 1; }; \
+	rm -f "$$out"; \
 	while read -r chk pkg; do \
 	  $(call dep_present,$$chk) || { echo "deps: $$chk still missing after installing $$pkg ($(DEPS_LIST))" >&2; exit 1; }; \
 	done < <($(call dep_lines,$(DEPS)))

@@ -77,7 +77,7 @@ cleanup() {
         umount -R "${MOUNTS[i]}" 2>/dev/null || umount -R -l "${MOUNTS[i]}" 2>/dev/null || true
     done
     # Never delete through a mount that is still there (it would empty /dev or /sys).
-    if findmnt -rn -o TARGET | grep -q "^$ROOT"; then
+    if findmnt -rn -o TARGET | grep -q "^$ROOT\(/\|$\)"; then
         say "mounts under $ROOT remain; not removing it" >&2
     else
         rm -rf --one-file-system "$ROOT"
@@ -86,6 +86,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 tar -C "$ROOT" -xf "$tarball"
+# The root a mount point of its own: `ip netns exec` remounts / (--make-rslave) in its
+# mount namespace, which fails on a plain directory.
+mount --bind "$ROOT" "$ROOT"
+MOUNTS+=("$ROOT")
 bind() {  # bind SRC: the host's SRC at the same place in the root
     [ -e "$1" ] || return 0
     mkdir -p "$ROOT$1"
@@ -134,7 +138,7 @@ in_root() {  # in_root CMD: CMD by bash in the root, as root, with a login-like 
     chroot "$ROOT" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 USER=root LOGNAME=root \
         PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "${keep[@]}" /bin/bash -c "$1"
 }
-in_root "git clone -q /root/faketcp.bundle /root/faketcp && cd /root/faketcp && git checkout -q $commit" \
+in_root "git clone -q /root/faketcp.bundle /root/faketcp && cd /root/faketcp && git -c advice.detachedHead=false checkout -q $commit" \
     || { say "cloning $commit inside the root failed" >&2; exit 1; }
 say "clone of $commit in a minimal $SUITE root ($(in_root 'dpkg-query -W -f=x | wc -c') packages: minbase + $INCLUDE)"
 
