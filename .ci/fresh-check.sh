@@ -138,7 +138,7 @@ in_root() {  # in_root CMD: CMD by bash in the root, as root, with a login-like 
     chroot "$ROOT" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 USER=root LOGNAME=root \
         PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "${keep[@]}" /bin/bash -c "$1"
 }
-in_root "git clone -q /root/faketcp.bundle /root/faketcp && cd /root/faketcp && git -c advice.detachedHead=false checkout -q $commit" \
+in_root "git -c advice.detachedHead=false clone -q /root/faketcp.bundle /root/faketcp && cd /root/faketcp && git -c advice.detachedHead=false checkout -q $commit" \
     || { say "cloning $commit inside the root failed" >&2; exit 1; }
 say "clone of $commit in a minimal $SUITE root ($(in_root 'dpkg-query -W -f=x | wc -c') packages: minbase + $INCLUDE)"
 
