@@ -9,7 +9,7 @@
 // compile them with -std=c++17. No dependencies beyond libc, the C++ standard
 // library and the Linux headers.
 //
-// Layers (see DESIGN.md): wire (bytes <-> structs) and the connection state
+// Layers: wire (bytes <-> structs) and the connection state
 // machine live behind `Stack`, a sans-IO core that takes "bytes arrived at
 // time t" and "time is now t", and produces packets to transmit, events for
 // the application and its next deadline. `Tun` is the device, `Reactor` a

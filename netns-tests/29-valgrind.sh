@@ -15,7 +15,7 @@ need_binary
 VG=$(command -v valgrind) || skip "valgrind is not installed (make valgrind-demo installs it)"
 if grep -qa "__asan_init\|__ubsan_handle" "$FAKETCP"; then skip "$FAKETCP is a sanitizer build"; fi
 topo_up
-report() { echo "    $NAME: $*" >&2; }
+
 VGFLAGS=(--error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite
          --track-fds=no --num-callers=30)
 
