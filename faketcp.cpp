@@ -55,12 +55,22 @@ Status Status::error(Errc code, std::string message, int sys_errno) {
     return s;
 }
 
-Status Status::from_errno(std::string what, int sys_errno) {
+namespace {
+// strerror_r is the XSI one (int) or the GNU one (char*) depending on the
+// feature macros; both overloads make either compile.
+[[maybe_unused]] const char* strerror_result(int /*xsi*/, const char* buf) { return buf; }
+[[maybe_unused]] const char* strerror_result(const char* gnu, const char* /*buf*/) { return gnu; }
+}  // namespace
+
+Status Status::from_errno(std::string what, int sys_errno, std::string_view hint) {
+    char buf[128] = {};
     std::string msg = std::move(what);
     msg += ": ";
-    msg += strerror(sys_errno);
-    if (sys_errno == EPERM || sys_errno == EACCES)
-        msg += " — needs CAP_NET_ADMIN (run as root or setcap cap_net_admin+ep)";
+    msg += strerror_result(strerror_r(sys_errno, buf, sizeof buf), buf);  // thread-safe, unlike strerror
+    if (!hint.empty()) {
+        msg += " \u2014 ";
+        msg += hint;
+    }
     return error(Errc::system, std::move(msg), sys_errno);
 }
 

@@ -9,7 +9,7 @@
 // compile them with -std=c++17. No dependencies beyond libc, the C++ standard
 // library and the Linux headers.
 //
-// Layers (see DESIGN.md): wire (bytes <-> structs) and the connection state
+// Layers: wire (bytes <-> structs) and the connection state
 // machine live behind `Stack`, a sans-IO core that takes "bytes arrived at
 // time t" and "time is now t", and produces packets to transmit, events for
 // the application and its next deadline. `Tun` is the device, `Reactor` a
@@ -42,7 +42,7 @@ using Duration = Clock::duration;
 // Errors
 // ---------------------------------------------------------------------------
 
-enum class Errc {
+enum class [[nodiscard]] Errc {
     ok,
     invalid_argument,   // a parameter is out of range or malformed
     not_established,    // send() on a connection that has not finished its handshake
@@ -65,9 +65,12 @@ const char* to_string(Errc);
 class [[nodiscard]] Status {
 public:
     Status() = default;
+    // The one way to make an error: a code a program can act on and a message
+    // a person can.
     static Status error(Errc code, std::string message, int sys_errno = 0);
-    // "<what> failed: strerror(errno)" plus a hint for the common errnos.
-    static Status from_errno(std::string what, int sys_errno);
+    // A failed system call, Errc::system: "<what>: strerror(errno)[ — hint]".
+    // The hint is the caller's, who alone knows what the errno means there.
+    static Status from_errno(std::string what, int sys_errno, std::string_view hint = {});
 
     bool ok() const { return code_ == Errc::ok; }
     explicit operator bool() const { return ok(); }
@@ -379,7 +382,7 @@ public:
     // a connection still in its handshake, connect_failed follows.
     Errc close(ConnId conn, TimePoint now);
 
-    std::optional<ConnInfo> info(ConnId conn) const;
+    [[nodiscard]] std::optional<ConnInfo> info(ConnId conn) const;
     Errc set_user_data(ConnId conn, uint64_t value);
 
     // Input: one IP packet read from the TUN. Datagram events point into
@@ -392,7 +395,7 @@ public:
     // Input: time has passed. Fires retransmissions, timeouts and idle ACKs.
     void on_timer(TimePoint now);
     // The earliest time on_timer() has work to do, if any.
-    std::optional<TimePoint> next_deadline() const;
+    [[nodiscard]] std::optional<TimePoint> next_deadline() const;
 
     // Output: packets to write to the TUN, oldest first. Each has kTxHeadroom
     // writable bytes in front of data. Valid until tx_clear().
@@ -410,16 +413,15 @@ public:
     bool tx_checksum_partial(size_t i) const;
 
     // Output: events for the application, oldest first.
-    bool poll_event(Event& out);
+    [[nodiscard]] bool poll_event(Event& out);
 
     const Stats& stats() const;
     const StackConfig& config() const;
     // Bytes the stack allocated up front for its tables and queues.
     size_t memory_footprint() const;
 
-    struct Impl;
-
 private:
+    struct Impl;  // defined in faketcp.cpp only
     std::unique_ptr<Impl> impl_;
 };
 

@@ -588,6 +588,14 @@ protected:
         return false;
     }
 
+    // Resets a connection (RST on the wire). The only failure is a handle
+    // already gone (stale_handle), and then there is nothing left to reset.
+    void reset_connection(ConnId conn, TimePoint now) {
+        const Errc e = driver_.close(conn, now);
+        if (e != Errc::ok)
+            LOG_DEBUG("%s: close of connection %u: %s", mode_name(), conn.index, faketcp::to_string(e));
+    }
+
     const TunnelSetup& setup_;
     const Options& opt_;
     Reactor& reactor_;
@@ -688,7 +696,7 @@ public:
     void on_connected(ConnId conn, const ConnInfo& info) override {
         uint32_t f = flow_of(conn);
         if (f == kNone) {  // not ours any more: do not leave it open
-            driver_.close(conn, reactor_.now());
+            reset_connection(conn, reactor_.now());
             return;
         }
         ClientFlow& fl = flows_[f];
@@ -916,7 +924,7 @@ private:
             return false;
         }
         if (r.value().index >= by_conn_.size()) {  // outside the documented range: refuse it
-            driver_.close(r.value(), now);
+            reset_connection(r.value(), now);
             ++connect_errors_;
             return false;
         }
@@ -955,7 +963,7 @@ private:
         ClientFlow& fl = flows_[f];
         if (fl.conn.valid()) {
             by_conn_[fl.conn.index] = kNone;
-            driver_.close(fl.conn, now);
+            reset_connection(fl.conn, now);
         }
         counters_.pending_lost += fl.pending.count;
         pending_.clear(fl.pending);
@@ -1030,7 +1038,7 @@ public:
     void on_accepted(ConnId conn, const ConnInfo& info) override {
         const TimePoint now = reactor_.now();
         if (conn.index >= flows_.size()) {
-            driver_.close(conn, now);
+            reset_connection(conn, now);
             return;
         }
         std::string error;
@@ -1049,7 +1057,7 @@ public:
                          " such errors)",
                          ep_str(info.remote).c_str(), ep_str(info.local).c_str(), ep_str(setup_.remote).c_str(),
                          error.c_str(), counters_.socket_errors);
-            driver_.close(conn, now);
+            reset_connection(conn, now);
             return;
         }
         const int fd = udp.get();
@@ -1167,7 +1175,7 @@ protected:
             if (!fl.in_use || now - fl.last_activity < idle_timeout_) continue;
             LOG_INFO("server: connection %s -> port %u idle for %s: closing it and its UDP socket",
                      ep_str(fl.client).c_str(), unsigned(opt_.local_port), seconds_str(idle_timeout_).c_str());
-            driver_.close(fl.conn, now);
+            reset_connection(fl.conn, now);
             teardown(fl);
             ++counters_.idle_closed;
             ++closed;
@@ -1179,7 +1187,7 @@ protected:
         size_t closed = 0;
         for (ServerFlow& fl : flows_) {
             if (!fl.in_use) continue;
-            driver_.close(fl.conn, now);
+            reset_connection(fl.conn, now);
             teardown(fl);
             ++closed;
         }

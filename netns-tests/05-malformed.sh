@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # 05-malformed: hostile input into the server stack, on a live IPv4 and a live
 # IPv6 connection. The process stays up, each bad packet is dropped and counted
-# under its reason (notes/behaviour.md, "Input validation order"), nothing
+# under its reason (README, "Hostile input"), nothing
 # reaches the UDP service, nothing is answered, both connections keep echoing;
 # segments for unknown tuples get exactly one RST|ACK each (an RST gets none).
 source "$(dirname "$0")/lib.sh" "$@"

@@ -16,7 +16,7 @@ if grep -qa "__asan_init\|__ubsan_handle" "$FAKETCP"; then skip "$FAKETCP is a s
 need_tool valgrind
 VG=$(command -v valgrind)
 topo_up
-report() { echo "    $NAME: $*" >&2; }
+
 VGFLAGS=(--error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite
          --track-fds=no --num-callers=30)
 

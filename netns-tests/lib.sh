@@ -18,7 +18,8 @@
 # Usage in a scenario:  source lib.sh "$@"  (arg 1: the faketcp binary)
 #   topo_up; start_echo ECHO_PID "$NS_S" 127.0.0.1:7000; start_server SRV_PID ...; ok
 #
-# Result lines: exactly one of `[ OK ] name`, `[FAIL] name: why`, `[SKIP] name: reason`
+# Result lines: exactly one of `[ OK ] name` (exit 0), `[FAIL] name: why` (exit 1),
+# `[SKIP] name: reason` (exit 77, so no caller can take a skip for a pass)
 # on stdout. On FAIL the tails of the logs follow, indented, and the work
 # directory is kept.
 
@@ -81,7 +82,9 @@ ok() {
     echo "[ OK ] $NAME"
     exit 0
 }
-skip() { echo "[SKIP] $NAME: $*"; exit 0; }
+skip() { echo "[SKIP] $NAME: $*"; exit 77; }
+# report TEXT: a figure worth reading after a pass, on stderr (run.sh shows it).
+report() { echo "    $NAME: $*" >&2; }
 fail() {
     echo "[FAIL] $NAME: $CUR_STEP: $*"
     _KEEP_WORK=1
@@ -194,6 +197,31 @@ bg() {
     defer "stop_pid $pid TERM 3"
     log_file "$WORK/$name.log"
     printf -v "$var" '%s' "$pid"
+}
+
+# --- paced flows: echo traffic that must survive what a scenario injects -------
+# paced_flows_start N BIND_BASE: N flows of 50 datagrams/s from the client
+# namespace (sources BIND_BASE, +1, ...) to the client CLI's UDP port 5000 and
+# back, until paced_flows_stop; returns once every flow has echoed.
+paced_flows_start() {
+    bg _PACED_PID "$NS_C" flows $PY "$NT_DIR/soak_flows.py" run --target 127.0.0.1:5000 --bind-base "$2" \
+        --flows "$1" --rate 50 --stop-file "$WORK/stop-flows" --status "$WORK/flows.status"
+    ip netns exec "$NS_C" $PY "$NT_DIR/soak_flows.py" waitall --status "$WORK/flows.status" --since "$(date +%s.%N)" \
+        --timeout 10 >/dev/null || fail "the paced flows did not echo within 10 s"
+}
+# paced_flows_stop: stop them and set PACED to their summary (one JSON line).
+paced_flows_stop() {
+    touch "$WORK/stop-flows"
+    wait "$_PACED_PID"
+    PACED=$(tail -n1 "$WORK/flows.out")
+    note "paced flows: $PACED"
+}
+# paced_flows_zero KEY...: each of these counts in PACED is 0 (lost, dup, ...).
+paced_flows_zero() {
+    local k
+    for k in "$@"; do
+        [ "$(json "$k" <<<"$PACED")" = 0 ] || fail "paced flows: $k = $(json "$k" <<<"$PACED") ($PACED)"
+    done
 }
 
 # start_faketcp VAR NS LOGNAME ROLE ARGS...: start the CLI, wait (bounded) for its
