@@ -86,6 +86,7 @@ const char* describe(CloseReason r) {
         case CloseReason::peer_reset: return "reset by the peer";
         case CloseReason::local_close: return "closed locally";
         case CloseReason::handshake_timeout: return "no answer to the handshake";
+        case CloseReason::peer_dead: return "the peer went silent (keepalive)";
     }
     return "?";
 }

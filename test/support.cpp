@@ -481,6 +481,7 @@ const char* name(ft::CloseReason v) {
         case ft::CloseReason::peer_reset: return "peer_reset";
         case ft::CloseReason::local_close: return "local_close";
         case ft::CloseReason::handshake_timeout: return "handshake_timeout";
+        case ft::CloseReason::peer_dead: return "peer_dead";
     }
     return "CloseReason(?)";
 }
