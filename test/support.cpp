@@ -542,6 +542,11 @@ ft::StackConfig base_config() {
     return c;
 }
 
+ft::StackConfig without_keepalive(ft::StackConfig c) {
+    c.keepalive_interval = Duration::zero();
+    return c;
+}
+
 Harness::Harness(const ft::StackConfig& config) : stack(config) {}
 
 void Harness::listen(uint16_t port) {
