@@ -1220,7 +1220,12 @@ struct Stack::Impl {
             answer_probe(c, now);
             return;
         }
-        if (c.awaiting_answer) {
+        // A TCP answer acknowledges at least SND.UNA. phantun answers the
+        // first probe after its own last segment by accident (the probe's seq
+        // moves its ack back, which trips its 128 MiB rule) with ack = the
+        // probe's seq, one before SND.UNA: proof of life, but no sign that it
+        // answers probes.
+        if (c.awaiting_answer && !seq_before(SeqNum{seg.ack}, SeqNum{c.snd_una})) {
             c.awaiting_answer = false;
             c.peer_answers = true;
             ++stats.keepalive_probes_answered;

@@ -431,3 +431,23 @@ TEST_CASE("keepalive: 0 turns probes and peer_dead off; the peer's probes are st
     CHECK(h.tx().size() == 1);
     CHECK(h.stats().keepalive_answers_sent == 1);
 }
+
+TEST_CASE("keepalive: phantun's accidental answer (ack = the probe's seq) is proof of life, not an answer") {
+    ClientFixture f;
+    Harness& h = f.h;
+    REQUIRE(send(h, f.c.id, "q") == Errc::ok);
+    h.in(f.c.in.data(kIrs + 1, 2, "a"));  // SND.UNA = 2
+    h.events();
+    h.tx();
+    for (int s = 1; s <= 120; ++s) {
+        h.at(kT0 + std::chrono::seconds(s));
+        for (const Seg& out : h.tx().segs) {
+            if (out.seq != 1) continue;  // the idle ACK at +1 s; every probe is SND.UNA - 1 = 1
+            // phantun: its ack moves back to the probe's seq and it acknowledges that.
+            h.in(f.c.in.ack(kIrs + 2, out.seq));
+        }
+    }
+    CHECK(h.stats().keepalive_probes_answered == 0);
+    CHECK(h.stats().peer_dead_closes == 0);
+    CHECK(h.events() == evs());
+}
