@@ -33,7 +33,7 @@ wait_for 45 sh -c "! kill -0 $PACER 2>/dev/null" || fail "the paced sender did n
 step "the echo resumed within $BOUND s on a new connection"
 rec=$($PACE recovery --log "$WORK/pace.log" --after "$T_LOSS") || fail "no echo after the flush: $rec"
 secs=$(json recovery_s <<<"$rec")
-echo "      recovery after NAT state loss (2 datagrams/s): ${secs} s (bound $BOUND s)"
+echo "      recovery after NAT state loss (2 datagrams/s): ${secs} s (bound $BOUND s)" >&2
 awk -v s="$secs" -v b=$BOUND 'BEGIN { exit !(s <= b) }' || fail "recovery took $secs s, bound $BOUND s"
 fresh_stats "$WORK/client.log"
 fresh_stats "$WORK/server.log"

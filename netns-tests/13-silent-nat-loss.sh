@@ -33,7 +33,7 @@ sleep $IDLE
 fresh_stats "$WORK/client.log"
 fresh_stats "$WORK/server.log"
 c1=$(stat_value "$WORK/client.log" packets_out); s1=$(stat_value "$WORK/server.log" packets_out)
-echo "      idle connection, keepalive 5 s: client sent $((c1 - c0)) packets, server $((s1 - s0)) in ${IDLE} s (about $(( (c1 - c0 + s1 - s0) * 60 / IDLE )) packets/minute both ways)"
+echo "      idle connection, keepalive 5 s: client sent $((c1 - c0)) packets, server $((s1 - s0)) in ${IDLE} s (about $(( (c1 - c0 + s1 - s0) * 60 / IDLE )) packets/minute both ways)" >&2
 [ "$((c1 - c0 + s1 - s0))" -le $((IDLE * 2 / 5 + 4)) ] || fail "more probe traffic than one probe and one answer per interval"
 [ "$(stat_value "$WORK/client.log" peer_dead_closes)" = 0 ] || fail "peer_dead on a healthy idle connection"
 
@@ -49,7 +49,7 @@ pace run --target 127.0.0.1:5000 --bind 127.0.0.1:6000 --rate 0 --seconds 3 --lo
     || fail "paced echo"
 rec=$(pace recovery --log "$WORK/after.log" --after "$T0") || fail "the first datagram after the silence was not echoed in 3 s"
 secs=$(json rtt_s <<<"$rec")
-echo "      first datagram after ${SILENCE} s of silence and NAT state loss: echoed in ${secs} s (bound $BOUND s)"
+echo "      first datagram after ${SILENCE} s of silence and NAT state loss: echoed in ${secs} s (bound $BOUND s)" >&2
 awk -v s="$secs" -v b=$BOUND 'BEGIN { exit !(s <= b) }' || fail "echo took $secs s, bound $BOUND s"
 fresh_stats "$WORK/client.log"
 fresh_stats "$WORK/server.log"

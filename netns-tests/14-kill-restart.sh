@@ -35,7 +35,7 @@ wait_for 6 sh -c "$PY $NT_DIR/pacetool.py recovery --log $WORK/pace.log --after 
     || fail "no echo within 6 s of the server's restart"
 rec=$(pace recovery --log "$WORK/pace.log" --after "$T_A")
 secs=$(json recovery_s <<<"$rec")
-echo "      server SIGKILL + restart: echo resumed ${secs} s after the new server was ready (bound $BOUND s)"
+echo "      server SIGKILL + restart: echo resumed ${secs} s after the new server was ready (bound $BOUND s)" >&2
 awk -v s="$secs" -v b=$BOUND 'BEGIN { exit !(s <= b) }' || fail "recovery took $secs s, bound $BOUND s"
 sleep 8  # the new connection's discovery probes: each end learns the other answers
 
@@ -50,7 +50,7 @@ wait_for 6 sh -c "$PY $NT_DIR/pacetool.py recovery --log $WORK/pace.log --after 
     || fail "no echo within 6 s of the client's restart"
 rec=$(pace recovery --log "$WORK/pace.log" --after "$T_B")
 secs=$(json recovery_s <<<"$rec")
-echo "      client SIGKILL + restart: echo resumed ${secs} s after the new client was ready (bound $BOUND s)"
+echo "      client SIGKILL + restart: echo resumed ${secs} s after the new client was ready (bound $BOUND s)" >&2
 awk -v s="$secs" -v b=$BOUND 'BEGIN { exit !(s <= b) }' || fail "recovery took $secs s, bound $BOUND s"
 
 step "the server frees the killed client's connection within $FREE_BOUND s"
@@ -63,7 +63,7 @@ _stale_freed() {
 wait_for $FREE_BOUND _stale_freed || fail "server-b still holds the stale connection: open $(stat_value "$WORK/server-b.log" open_connections), peer-dead $(stat_value "$WORK/server-b.log" peer_dead_closes)"
 freed_s=$(echo "$(date +%s.%N) $T_KILL" | awk '{printf "%.1f", $1 - $2}')
 how=$(grep -o "connection [0-9.:]* -> port $PUB_PORT [a-z ()]*: closing its UDP socket" "$WORK/server-b.log" | head -1)
-echo "      stale server-side connection freed ${freed_s} s after the client's SIGKILL ($how; stats at 1 s granularity)"
+echo "      stale server-side connection freed ${freed_s} s after the client's SIGKILL ($how; stats at 1 s granularity)" >&2
 [ "$(stat_value "$WORK/server-b.log" handshakes_completed)" = 2 ] || fail "server-b completed $(stat_value "$WORK/server-b.log" handshakes_completed) handshakes, want 2"
 alive "$SRV" || fail "the server died"
 stop_pid "$PACER" TERM 3 >/dev/null 2>&1 || true

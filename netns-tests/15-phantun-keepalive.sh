@@ -34,7 +34,7 @@ sleep $SILENCE
 fresh_stats "$WORK/client.log"
 probes=$(stat_value "$WORK/client.log" keepalive_probes_sent)
 answered=$(stat_value "$WORK/client.log" keepalive_probes_answered)
-echo "      phantun peer, ${SILENCE} s silent: $probes probes sent, $answered answered, peer-dead $(stat_value "$WORK/client.log" peer_dead_closes)"
+echo "      phantun peer, ${SILENCE} s silent: $probes probes sent, $answered answered, peer-dead $(stat_value "$WORK/client.log" peer_dead_closes)" >&2
 [ "$probes" -ge 10 ] || fail "only $probes probes in $SILENCE s of silence"
 [ "$answered" = 0 ] || fail "phantun answered $answered probes?"
 [ "$(stat_value "$WORK/client.log" peer_dead_closes)" = 0 ] || fail "the silent phantun peer was declared dead"
@@ -42,7 +42,7 @@ T_A=$(date +%s.%N)
 pace run --target 127.0.0.1:5000 --bind 127.0.0.1:6000 --rate 2 --seconds 4 --log "$WORK/after.log" >/dev/null \
     || fail "paced echo"
 rec=$(pace recovery --log "$WORK/after.log" --after "$T_A") || fail "no echo after the silence"
-echo "      first echo after the silence: $(json rtt_s <<<"$rec") s; $(wc -l <"$WORK/after.log") of 8 echoed"
+echo "      first echo after the silence: $(json rtt_s <<<"$rec") s; $(wc -l <"$WORK/after.log") of 8 echoed" >&2
 [ "$(wc -l <"$WORK/after.log")" -ge 6 ] || fail "only $(wc -l <"$WORK/after.log") of 8 echoed after the silence"
 fresh_stats "$WORK/client.log"
 [ "$(stat_value "$WORK/client.log" handshakes_completed)" = 1 ] || fail "a new handshake: $(stat_value "$WORK/client.log" handshakes_completed) completed"
@@ -58,7 +58,7 @@ ip netns exec "$NS_R" conntrack -F >/dev/null 2>&1 || fail "conntrack -F in the 
 wait_for 35 sh -c "! kill -0 $PACER 2>/dev/null" || fail "the paced sender did not finish"
 rec=$(pace recovery --log "$WORK/pace.log" --after "$T_LOSS") || fail "no echo after the NAT state loss"
 secs=$(json recovery_s <<<"$rec")
-echo "      phantun server, NAT state loss at 2 datagrams/s: echo resumed after ${secs} s (bound $BOUND s)"
+echo "      phantun server, NAT state loss at 2 datagrams/s: echo resumed after ${secs} s (bound $BOUND s)" >&2
 awk -v s="$secs" -v b=$BOUND 'BEGIN { exit !(s <= b) }' || fail "recovery took $secs s, bound $BOUND s"
 fresh_stats "$WORK/client.log"
 [ "$(stat_value "$WORK/client.log" peer_dead_closes)" = 1 ] || fail "client peer-dead closes: $(stat_value "$WORK/client.log" peer_dead_closes), want 1"

@@ -27,7 +27,7 @@ sleep 1
 fresh_stats "$WORK/client.log"
 got=$(grep -c . "$WORK/sink.hex")
 probes=$(stat_value "$WORK/client.log" keepalive_probes_sent)
-echo "      one-way toward phantun, $((COUNT / 2)) s: $got of $COUNT delivered, $probes probes sent, peer-dead $(stat_value "$WORK/client.log" peer_dead_closes)"
+echo "      one-way toward phantun, $((COUNT / 2)) s: $got of $COUNT delivered, $probes probes sent, peer-dead $(stat_value "$WORK/client.log" peer_dead_closes)" >&2
 [ "$got" = $COUNT ] || fail "the sink got $got of $COUNT datagrams"
 [ "$(stat_value "$WORK/client.log" peer_dead_closes)" = 0 ] || fail "the one-way connection was declared dead"
 [ "$(stat_value "$WORK/client.log" mode_connections_opened)" = 1 ] || fail "the client opened $(stat_value "$WORK/client.log" mode_connections_opened) connections"
