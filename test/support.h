@@ -251,6 +251,10 @@ private:
 
 // Stack at 10.0.0.1 / fd00::1, seeded; tests change fields as they need.
 ft::StackConfig base_config();
+// The same with keepalive off, for timelines that watch the handshake and
+// idle-ACK timers alone (with it on, an established connection always has a
+// probe ahead).
+ft::StackConfig without_keepalive(ft::StackConfig c = base_config());
 
 class Harness {
 public:
