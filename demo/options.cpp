@@ -437,6 +437,10 @@ std::string check_combinations(const Options& o, std::string_view remote_text) {
     }
     if (o.auto_rules && o.tun_name.empty())
         return "--auto-rules: needs --tun NAME (its rules live in the nftables table 'faketcp-NAME')";
+    if (o.auto_rules && o.tun_name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") !=
+                            std::string::npos)
+        return "--auto-rules: --tun " + quote(o.tun_name) +
+               " may only hold letters, digits, '-', '_' and '.' (it names the rules' table)";
     return "";
 }
 
