@@ -22,7 +22,7 @@ RATE_A=1000  # StackConfig::reply_rate_per_sec default (also the burst)
 RATE_B=300
 report() { echo "    $NAME: $*" >&2; }
 HAVE_RATE_FLAG=0
-"$FAKETCP" client --help 2>&1 | grep -q -- --reply-rate && HAVE_RATE_FLAG=1
+grep -q -- --reply-rate <<<"$("$FAKETCP" client --help 2>&1)" && HAVE_RATE_FLAG=1  # not a pipe: grep -q may exit before the help is written
 
 step "start the UDP echo, the server and the client"
 start_echo ECHO "$NS_S" 127.0.0.1:7000
