@@ -1,10 +1,12 @@
 // demo/log.cpp — see log.h.
 #include "demo/log.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdarg>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 
 namespace demo {
@@ -23,13 +25,44 @@ const char* level_tag(LogLevel level) {
     return "?";
 }
 
-// Formats "<timestamp> <LEVEL> <message>\n" into `line`; returns its length.
+// syslog(3) priorities, for journald's "<N>" line prefix.
+int priority(LogLevel level) {
+    switch (level) {
+        case LogLevel::error: return 3;
+        case LogLevel::warn: return 4;
+        case LogLevel::info: return 6;
+        case LogLevel::debug: return 7;
+    }
+    return 6;
+}
+
+// stderr is the journal when $JOURNAL_STREAM ("DEV:INODE") names it
+// (systemd.exec(5)); journald then stamps each line itself and reads the
+// "<N>" prefix as its priority.
+bool stderr_is_journal() {
+    const char* env = std::getenv("JOURNAL_STREAM");
+    if (env == nullptr) return false;
+    unsigned long long dev = 0, ino = 0;
+    if (std::sscanf(env, "%llu:%llu", &dev, &ino) != 2) return false;
+    struct stat st {};
+    if (fstat(STDERR_FILENO, &st) != 0) return false;
+    return static_cast<unsigned long long>(st.st_dev) == dev && static_cast<unsigned long long>(st.st_ino) == ino;
+}
+const bool g_journal = stderr_is_journal();
+
+// Formats "<timestamp> <LEVEL> <message>\n" (journal: "<N><LEVEL> <message>\n")
+// into `line`; returns its length.
 size_t format_line(char* line, size_t cap, LogLevel level, const char* format, va_list ap) {
-    struct timespec ts {};
-    clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm {};
-    gmtime_r(&ts.tv_sec, &tm);
-    size_t n = strftime(line, cap, "%Y-%m-%dT%H:%M:%SZ ", &tm);
+    size_t n = 0;
+    if (g_journal) {
+        n = static_cast<size_t>(snprintf(line, cap, "<%d>", priority(level)));
+    } else {
+        struct timespec ts {};
+        clock_gettime(CLOCK_REALTIME, &ts);
+        struct tm tm {};
+        gmtime_r(&ts.tv_sec, &tm);
+        n = strftime(line, cap, "%Y-%m-%dT%H:%M:%SZ ", &tm);
+    }
     int m = snprintf(line + n, cap - n, "%s ", level_tag(level));
     if (m > 0) n += static_cast<size_t>(m);
     if (n > cap - 2) n = cap - 2;

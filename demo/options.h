@@ -48,6 +48,8 @@ struct Options {
     uint32_t busy_poll_us = 0;         // Reactor::set_busy_poll; 0: off
     uint32_t keepalive_s = 5;          // StackConfig::keepalive_interval; 0: off
     uint32_t keepalive_probes = 3;     // StackConfig::keepalive_probes
+    bool auto_rules = false;           // --auto-rules: NAT/forwarding rules while running
+    std::string config_path;           // --config FILE; empty: none
 };
 
 // What the command line asks for. `text` is the help or version text for
@@ -60,7 +62,32 @@ struct ParseResult {
 };
 
 // argv without the program name. `env_log` is $FAKETCP_LOG or null.
+// With --config FILE it also reads FILE (see parse_config_text); flags on the
+// command line win over the file's.
 ParseResult parse_command_line(const std::vector<std::string_view>& args, const char* env_log);
+
+// A config file split into one slot per flag of the table (in table order):
+// `line` 0 means the file does not set it. Values are not validated here;
+// parse_command_line runs them through the flags' own parsers.
+struct ConfigValue {
+    size_t line = 0;
+    std::string value;  // empty for a switch
+};
+using ConfigValues = std::vector<ConfigValue>;
+
+// Splits the text of a config file ("name value" per line, '#' comments,
+// blank lines). Returns "" or the one-line error "FILE:LINE: ..." for an
+// unknown key, a key given twice, a switch with a value or a missing value.
+std::string parse_config_text(std::string_view text, const std::string& file, ConfigValues& out);
+
+// Every flag of the table, for tests (the man page lists each one).
+struct FlagInfo {
+    std::string name;  // long name without "--"
+    char short_name;   // 0: none
+    bool takes_value;
+    bool config_key;   // allowed in a config file
+};
+std::vector<FlagInfo> flag_list();
 
 // The building blocks, exposed for tests.
 // Port 1..65535. A host whose last label is all digits must be a valid IPv4

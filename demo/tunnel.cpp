@@ -54,6 +54,8 @@
 #include <unordered_map>
 
 #include "demo/log.h"
+#include "demo/notify.h"
+#include "demo/rules.h"
 #include "demo/udp.h"
 
 namespace demo {
@@ -1488,6 +1490,27 @@ bool start_threads(Workers& workers, int exited_fd) {
     return true;
 }
 
+// --auto-rules: the spec from the flags, the TUN's name and (client) the
+// interfaces the kernel routes --remote through.
+std::optional<AutoRules> install_rules(const TunnelSetup& setup, const std::string& tun_name) {
+    const Options& o = setup.options;
+    RuleSpec spec;
+    spec.mode = o.mode;
+    spec.tun = tun_name;
+    spec.peer4 = o.tun_peer;
+    spec.peer6 = o.tun_peer6;
+    spec.local_port = o.local_port;
+    if (o.mode == Mode::client) {
+        std::string error;
+        spec.out_ifaces = route_interfaces(setup.remote.addr, error);
+        if (spec.out_ifaces.empty()) {
+            LOG_ERROR("auto-rules: %s", error.c_str());
+            return std::nullopt;
+        }
+    }
+    return AutoRules::install(spec);
+}
+
 const char* signal_name(int sig) { return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "signal"; }
 
 }  // namespace
@@ -1522,6 +1545,9 @@ int run_tunnel(const TunnelSetup& setup) {
     }
     std::optional<Tun> tun = open_tun(o, queues);
     if (!tun) return 1;
+    // Declared after the TUN: every return below removes the rules.
+    std::optional<AutoRules> rules = o.auto_rules ? install_rules(setup, tun->name()) : std::nullopt;
+    if (o.auto_rules && !rules) return 1;
     const uint32_t threads = steer_queues(*tun);
     sockets.resize(o.mode == Mode::client ? threads : 0);  // the group shrinks with the sockets closed
 
@@ -1534,12 +1560,14 @@ int run_tunnel(const TunnelSetup& setup) {
         workers.push_back(std::move(w));
     }
     workers.front()->tunnel->log_ready(threads);
+    notify_systemd("READY=1");
 
     // 0 unless a signal ended the run; otherwise a thread or the loop failed (logged).
     int signal = 0;
     if (start_threads(workers, exited_fd.get()))
         signal = supervise(workers, exchange, signal_fd.get(), exited_fd.get(),
                            std::chrono::seconds(o.stats_interval_s), o.mode, tun->offload());
+    notify_systemd("STOPPING=1");
     stop_workers(workers, signal != 0 ? signal : SIGTERM);
 
     std::vector<Snapshot> final_stats;

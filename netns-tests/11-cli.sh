@@ -97,6 +97,28 @@ unexpected argument|server "${S[@]}" extra
 CASES
 [ "$(ip -n "$NS_X" -o link | grep -vc ': lo:')" = 0 ] || bad "a bad-flag run left a device: $(ip -n "$NS_X" -o link)"
 
+# --- --config FILE: every kind of mistake is one line naming FILE:LINE, exit 2
+step "config file mistakes"
+while IFS='|' read -r want text; do
+    [ -n "$text" ] || continue
+    printf "$text" >"$WORK/bad.conf"
+    run badconf $BIN server --config "$WORK/bad.conf"
+    if [ "$RC" != 2 ]; then bad "config '$text': exit $RC, want 2 (stderr: $ERR)"; continue; fi
+    [ "$(grep -c . <<<"$ERR")" = 1 ] || bad "config '$text': want exactly one line on stderr, got: $ERR"
+    grep -qF -- "faketcp: $WORK/bad.conf:$want" <<<"$ERR" || bad "config '$text': message lacks 'FILE:$want': $ERR"
+done <<'CASES'
+3: unknown key 'bogus'|local 4567\nremote 127.0.0.1:7000\nbogus 1\n
+2: unknown key '--remote'|local 4567\n--remote 127.0.0.1:7000\n
+4: 'local' given more than once (first on line 1)|local 4567\nremote 127.0.0.1:7000\n# c\nlocal 4568\n
+2: --remote: expected HOST:PORT|\n remote 10.0.0.1\nlocal 4567\n
+1: --queues: expected a number 1-256|queues 0\nlocal 4567\nremote 127.0.0.1:7000\n
+3: --ipv4-only: takes no value|local 4567\nremote 127.0.0.1:7000\nipv4-only yes\n
+CASES
+printf 'local 4567\nremote 127.0.0.1:7000\n' >"$WORK/good.conf"
+run badconf $BIN server --config "$WORK/good.conf" --auto-rules
+[ "$RC" = 2 ] && grep -qF -- "--auto-rules: needs --tun" <<<"$ERR" || bad "--auto-rules without --tun: exit $RC, $ERR"
+[ "$(ip -n "$NS_X" -o link | grep -vc ': lo:')" = 0 ] || bad "a bad config left a device"
+
 # --- unprivileged: exit 1, CAP_NET_ADMIN and the setcap fix named, nothing left
 step "unprivileged run"
 NOBODY=(setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all)

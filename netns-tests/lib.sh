@@ -299,7 +299,10 @@ topo_up() {
     ip -n "$NS_C" route add default via "$RC_IP4"
     ip -n "$NS_C" -6 route add default via "$RC_IP6"
     _sysctls "$NS_C"
-    ip netns exec "$NS_C" nft -f - <<EOF || fail "nft in the client ns"
+    # TOPO_BARE_ENDS=1: the end namespaces get no NAT rules and forwarding off
+    # (the scenarios of --auto-rules, which must do all of it themselves).
+    [ -z "${TOPO_BARE_ENDS:-}" ] || _bare "$NS_C"
+    [ -n "${TOPO_BARE_ENDS:-}" ] || ip netns exec "$NS_C" nft -f - <<EOF || fail "nft in the client ns"
 table inet ftc {
     chain post { type nat hook postrouting priority srcnat; policy accept;
         oifname "$V_C" masquerade
@@ -337,7 +340,8 @@ EOF
     ip -n "$NS_S" route add default via "$RS_IP4"
     ip -n "$NS_S" -6 route add default via "$RS_IP6"
     _sysctls "$NS_S"
-    ip netns exec "$NS_S" nft -f - <<EOF || fail "nft in the server ns"
+    [ -z "${TOPO_BARE_ENDS:-}" ] || _bare "$NS_S"
+    [ -n "${TOPO_BARE_ENDS:-}" ] || ip netns exec "$NS_S" nft -f - <<EOF || fail "nft in the server ns"
 table inet ftc {
     chain pre { type nat hook prerouting priority dstnat; policy accept;
         iifname "$V_S" ip daddr $S_IP4 tcp dport $PUB_PORT dnat ip to $SRV_TUN4
@@ -348,6 +352,9 @@ EOF
     # A first packet each way so neighbour discovery is done before timing starts.
     udp "$NS_C" ping --host "$S_IP4" --count 1 >/dev/null || fail "no IPv4 path client -> server"
     udp "$NS_C" ping --host "$S_IP6" --count 1 >/dev/null || fail "no IPv6 path client -> server"
+}
+_bare() {
+    ip netns exec "$1" sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0 || fail "sysctls in $1"
 }
 _sysctls() {
     ip netns exec "$1" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 \

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# 30-auto-rules: --auto-rules on both ends, in end namespaces with no NAT rule
+# and forwarding off (TOPO_BARE_ENDS). Echo over IPv4 and IPv6 through the
+# router; the rules exist while running and are gone after SIGTERM; the
+# forwarding sysctls are back to 0; after SIGKILL a restart replaces the stale
+# rules and works. With FTC_NO_NFT=1 (31-auto-rules-iptables) nft is absent
+# from PATH, so the iptables fallback is used.
+source "$(dirname "$0")/lib.sh" "$@"
+[ -z "${FTC_NO_NFT:-}" ] || NAME=31-auto-rules-iptables
+need_root
+need_binary
+TOPO_BARE_ENDS=1
+need_tool iptables ip6tables
+topo_up
+
+BACKEND=nft
+if [ -n "${FTC_NO_NFT:-}" ]; then
+    BACKEND=iptables
+    # A PATH of symlinks to everything in the usual bin dirs but nft.
+    mkdir -p "$WORK/path"
+    for d in /usr/local/sbin /usr/local/bin /usr/sbin /usr/bin /sbin /bin; do
+        [ -d "$d" ] || continue
+        for f in "$d"/*; do
+            b=$(basename "$f")
+            [ "$b" = nft ] || [ -e "$WORK/path/$b" ] || ln -s "$f" "$WORK/path/$b"
+        done
+    done
+    [ ! -e "$WORK/path/nft" ] && [ -e "$WORK/path/iptables" ] || fail "building the PATH without nft"
+    export PATH="$WORK/path"
+fi
+
+# rules_present NS TUN: the rules of that TUN exist in NS.
+rules_present() {
+    if [ $BACKEND = nft ]; then
+        ip netns exec "$1" nft list table inet "faketcp-$2" >/dev/null 2>&1
+    else
+        ip netns exec "$1" iptables -w -t nat -S "FTC-$2-NAT" >/dev/null 2>&1
+    fi
+}
+# no_rules NS: nothing of faketcp's left in NS, in nft or iptables.
+no_rules() {
+    ! ip netns exec "$1" /usr/sbin/nft list ruleset 2>/dev/null | grep -q faketcp &&
+        ! ip netns exec "$1" iptables -w -t nat -S 2>/dev/null | grep -q FTC- &&
+        ! ip netns exec "$1" iptables -w -t filter -S 2>/dev/null | grep -q FTC- &&
+        ! ip netns exec "$1" ip6tables -w -t nat -S 2>/dev/null | grep -q FTC-
+}
+fwd() { ip netns exec "$1" sysctl -n net.ipv4.ip_forward net.ipv6.conf.all.forwarding | tr -d '\n'; }
+echo_both() {
+    local out
+    out=$(udp "$NS_C" load --target 127.0.0.1:5000 --count 200 --min 1 --max 1400 --seed 3) || fail "IPv4 echo: $out"
+    out=$(udp "$NS_C" load --target 127.0.0.1:5001 --count 200 --min 1 --max 1400 --seed 4) || fail "IPv6 echo: $out"
+}
+
+step "start both ends with --auto-rules ($BACKEND)"
+[ "$(fwd "$NS_C")" = 00 ] && [ "$(fwd "$NS_S")" = 00 ] || fail "forwarding not off at the start"
+start_echo ECHO "$NS_S" 127.0.0.1:7000
+start_server SRV server --remote 127.0.0.1:7000 --auto-rules
+start_client CLI4 client4 --local 127.0.0.1:5000 --remote "$S_IP4:$PUB_PORT" --auto-rules
+start_faketcp CLI6 "$NS_C" client6 client --tun "${TUN_C}6" --tun-local 192.168.202.1 --tun-peer 192.168.202.2 --tun-local6 fcca::1 --tun-peer6 fcca::2 --local 127.0.0.1:5001 --remote "[$S_IP6]:$PUB_PORT" --auto-rules
+grep -q "auto-rules: .*$BACKEND" "$WORK/server.log" || fail "the server did not use $BACKEND: $(grep auto-rules "$WORK/server.log")"
+
+step "rules present, forwarding on, echo over IPv4 and IPv6"
+rules_present "$NS_S" "$TUN_S" || fail "no rules for $TUN_S in the server ns"
+rules_present "$NS_C" "$TUN_C" || fail "no rules for $TUN_C in the client ns"
+rules_present "$NS_C" "${TUN_C}6" || fail "no rules for ${TUN_C}6 in the client ns"
+[ "$(fwd "$NS_S")" = 11 ] || fail "server ns forwarding $(fwd "$NS_S"), want 11"
+echo_both
+
+step "SIGTERM removes everything and restores forwarding"
+stop_pid "$CLI6" TERM 5 || fail "client6 exit $? on SIGTERM"
+rules_present "$NS_C" "$TUN_C" || fail "stopping client6 removed client4's rules"
+stop_pid "$CLI4" TERM 5 || fail "client4 exit $? on SIGTERM"
+stop_pid "$SRV" TERM 5 || fail "server exit $? on SIGTERM"
+no_rules "$NS_C" || fail "rules left in the client ns"
+no_rules "$NS_S" || fail "rules left in the server ns"
+[ "$(fwd "$NS_C")" = 00 ] || fail "client ns forwarding $(fwd "$NS_C") after exit, want 00"
+[ "$(fwd "$NS_S")" = 00 ] || fail "server ns forwarding $(fwd "$NS_S") after exit, want 00"
+
+step "SIGKILL leaves stale rules; a restart replaces them and works"
+start_server SRV2 server2 --remote 127.0.0.1:7000 --auto-rules
+kill -KILL "$SRV2"; wait "$SRV2" 2>/dev/null
+rules_present "$NS_S" "$TUN_S" || fail "no stale rules after SIGKILL (the test needs them)"
+start_server SRV3 server3 --remote 127.0.0.1:7000 --auto-rules
+grep -q "removing the stale" "$WORK/server3.log" || fail "the restart did not log the stale rules"
+start_client CLI4 client4b --local 127.0.0.1:5000 --remote "$S_IP4:$PUB_PORT" --auto-rules
+start_faketcp CLI6 "$NS_C" client6b client --tun "${TUN_C}6" --tun-local 192.168.202.1 --tun-peer 192.168.202.2 --tun-local6 fcca::1 --tun-peer6 fcca::2 --local 127.0.0.1:5001 --remote "[$S_IP6]:$PUB_PORT" --auto-rules
+echo_both
+stop_pid "$CLI4" TERM 5; stop_pid "$CLI6" TERM 5; stop_pid "$SRV3" TERM 5 || fail "server3 exit $?"
+no_rules "$NS_S" || fail "rules left in the server ns after the restart's exit"
+no_rules "$NS_C" || fail "rules left in the client ns after the restart's exit"
+ok
