@@ -31,7 +31,7 @@ DEMO_SRCS := $(wildcard demo/*.cpp)
 DEMO_HDRS := $(wildcard demo/*.h)
 # The unit binary also carries the CLI's own tests (demo/tests/) and the
 # demo sources they exercise.
-TEST_SRCS := $(wildcard test/*.cpp) $(wildcard demo/tests/*.cpp) demo/udp.cpp
+TEST_SRCS := $(wildcard test/*.cpp) $(wildcard demo/tests/*.cpp) demo/udp.cpp demo/http.cpp demo/metrics.cpp demo/log.cpp
 TEST_HDRS := $(wildcard test/*.h) $(wildcard demo/*.h)
 
 # Debian package -> a file it installs; `make deps` installs what is missing.

@@ -39,6 +39,7 @@ enum class Flag : uint8_t {
     max_half_open,
     reply_rate,
     busy_poll,
+    metrics,
     help,
     version,
     count_,
@@ -72,6 +73,7 @@ constexpr FlagSpec kFlags[] = {
     {Flag::max_half_open, "max-half-open", 0, true},
     {Flag::reply_rate, "reply-rate", 0, true},
     {Flag::busy_poll, "busy-poll", 0, true},
+    {Flag::metrics, "metrics", 0, true},
     {Flag::help, "help", 'h', false},
     {Flag::version, "version", 'V', false},
 };
@@ -296,6 +298,9 @@ std::string usage(std::optional<Mode> mode) {
     s += "      --busy-poll USEC        before each sleep, keep polling for up to USEC microseconds\n"
          "                              (0-1000): lower latency, especially in VMs, for more CPU;\n"
          "                              a busy tunnel then keeps a core per queue (default: 0, off)\n";
+    s += "      --metrics IP:PORT       serve every counter in the Prometheus text format at\n"
+         "                              http://IP:PORT/metrics; IPv6 as [addr]:port. Keep it\n"
+         "                              on loopback or a private address (default: off)\n";
     s += "  -h, --help                  print this help and exit\n";
     s += "  -V, --version               print the version and exit\n";
     s += "\n"
@@ -526,6 +531,14 @@ ParseResult parse_command_line(const std::vector<std::string_view>& args, const 
         std::optional<uint64_t> v = parse_uint(text, kMaxBusyPollUs);
         if (!v) return fail("--busy-poll: expected microseconds 0-1000, got " + quote(text));
         o.busy_poll_us = static_cast<uint32_t>(*v);
+    }
+
+    if (has(Flag::metrics)) {
+        std::string_view text = *get(Flag::metrics);
+        std::optional<faketcp::Endpoint> ep = faketcp::parse_endpoint(text);
+        if (!ep || ep->port == 0)
+            return fail("--metrics: expected IP:PORT to serve metrics on (IPv6 as [addr]:port), got " + quote(text));
+        o.metrics = *ep;
     }
 
     // The client's fake-TCP connections need a local address of the server's
