@@ -46,7 +46,8 @@ TEST_PKGS := doctest-dev:/usr/include/doctest/doctest.h \
              wireguard-tools:/usr/bin/wg \
              procps:/usr/bin/pkill \
              tcpdump:/usr/bin/tcpdump \
-             valgrind:/usr/bin/valgrind
+             valgrind:/usr/bin/valgrind \
+             prometheus:/usr/bin/promtool
 IS_ROOT   := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 
 FUZZ_SECONDS ?= 60
