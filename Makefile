@@ -153,6 +153,11 @@ $(BUILD)/fuzz/%: test/fuzz/%.cpp $(LIB_SRCS) $(LIB_HDRS)
 	@mkdir -p $(BUILD)/fuzz
 	clang++ $(FUZZ_FLAGS) -I. -o $@ $< $(LIB_SRCS)
 
+# The metrics endpoint's request parser is the CLI's (demo/http.cpp), not the library's.
+$(BUILD)/fuzz/fuzz_http_request: test/fuzz/fuzz_http_request.cpp demo/http.cpp demo/http.h $(LIB_SRCS) $(LIB_HDRS)
+	@mkdir -p $(BUILD)/fuzz
+	clang++ $(FUZZ_FLAGS) -I. -o $@ $< demo/http.cpp $(LIB_SRCS)
+
 # Each target runs from its checked-in seed corpus (copied, so runs never
 # grow the repository) for FUZZ_SECONDS.
 fuzz: $(addprefix $(BUILD)/fuzz/,$(FUZZ_TARGETS))

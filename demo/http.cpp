@@ -113,6 +113,11 @@ bool plausible_partial_request_line(std::string_view partial) {
 }  // namespace
 
 Parsed parse_request(std::string_view received, size_t max_head, std::string_view path) {
+    // Only the first max_head bytes are looked at, so the verdict on bytes
+    // that arrived so far never changes when more arrive: a head that does
+    // not end within them is 431 unless they already show it malformed.
+    const bool at_limit = received.size() >= max_head;
+    received = received.substr(0, max_head);
     size_t pos = 0;
     // Empty lines before the request line are skipped.
     while (pos < received.size()) {
@@ -127,16 +132,13 @@ Parsed parse_request(std::string_view received, size_t max_head, std::string_vie
     std::string_view method, request_path;
     bool first = true;
     for (;;) {
-        if (pos > max_head) return fail(431);
         const size_t nl = received.find('\n', pos);
         if (nl == std::string_view::npos) {
-            if (received.size() >= max_head) return fail(431);
             std::string_view partial = received.substr(pos);
             if (first && !partial.empty() && partial.front() != '\r' && !plausible_partial_request_line(partial))
                 return fail(400);
-            return Parsed{};  // incomplete
+            return at_limit ? fail(431) : Parsed{};  // Parsed{}: incomplete
         }
-        if (nl + 1 > max_head) return fail(431);
         std::string_view line = received.substr(pos, nl - pos);
         if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
         pos = nl + 1;
