@@ -20,7 +20,8 @@ for bad in nonsense 127.0.0.1 127.0.0.1:0 127.0.0.1:70000 localhost:9464 "[::1]"
     [ "$rc" = 2 ] || fail "--metrics '$bad': exit $rc, want 2 ($out)"
     [ "$(wc -l <<<"$out")" = 1 ] && [[ "$out" == "faketcp: --metrics: "* ]] || fail "--metrics '$bad': $out"
 done
-"$FAKETCP" server --help | grep -q -- "--metrics IP:PORT" || fail "server --help does not list --metrics"
+help=$("$FAKETCP" server --help) || fail "server --help failed"
+grep -q -- "--metrics IP:PORT" <<<"$help" || fail "server --help does not list --metrics"
 
 topo_up
 step "start the echo, the server and the client, each with --metrics"
