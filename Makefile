@@ -38,7 +38,7 @@ DEMO_SRCS := $(wildcard demo/*.cpp)
 DEMO_HDRS := $(wildcard demo/*.h)
 # The unit binary also carries the CLI's own tests (demo/tests/) and the
 # demo sources they exercise.
-TEST_SRCS := $(wildcard test/*.cpp) $(wildcard demo/tests/*.cpp) demo/udp.cpp demo/options.cpp demo/rules.cpp demo/log.cpp
+TEST_SRCS := $(wildcard test/*.cpp) $(wildcard demo/tests/*.cpp) demo/udp.cpp demo/options.cpp demo/rules.cpp demo/log.cpp demo/http.cpp demo/metrics.cpp
 TEST_HDRS := $(wildcard test/*.h) $(wildcard demo/*.h)
 
 # Every tool the tests run and its Debian package, one "CHECK PACKAGE [GROUP]" line each:
@@ -167,6 +167,11 @@ $(BUILD)/fuzz/%: test/fuzz/%.cpp $(LIB_SRCS) $(LIB_HDRS) | fuzz-deps
 .PHONY: fuzz-deps
 fuzz-deps:
 	@$(MAKE) --no-print-directory deps DEPS=fuzz
+
+# The metrics endpoint's request parser is the CLI's (demo/http.cpp), not the library's.
+$(BUILD)/fuzz/fuzz_http_request: test/fuzz/fuzz_http_request.cpp demo/http.cpp demo/http.h $(LIB_SRCS) $(LIB_HDRS)
+	@mkdir -p $(BUILD)/fuzz
+	clang++ $(FUZZ_FLAGS) -I. -o $@ $< demo/http.cpp $(LIB_SRCS)
 
 # Each target runs from its checked-in seed corpus (copied, so runs never
 # grow the repository) for FUZZ_SECONDS.

@@ -303,6 +303,14 @@ const FlagDef kFlags[] = {
      [](std::string_view t, Options& o) { return parse_number(t, 1, kMaxKeepaliveProbes, o.keepalive_probes, "expected a number 1-255, got "); },
      {"N", "unanswered probes before the connection is declared dead\n(1-255; default: %D). A dead connection is reset and\nopened again from a new port on the flow's next datagram\n(see the README: phantun peers never answer probes)", "3"},
      {"N", "unanswered probes before the connection is declared dead\n(1-255; default: %D). A dead connection is reset and its\nUDP socket closed (see the README: phantun peers never\nanswer probes)", "3"}},
+    {"metrics", 0, Section::options, false,
+     [](std::string_view t, Options& o) {
+         std::optional<faketcp::Endpoint> ep = faketcp::parse_endpoint(t);
+         if (!ep || ep->port == 0) return "expected IP:PORT to serve metrics on (IPv6 as [addr]:port), got " + quote(t);
+         o.metrics = *ep;
+         return std::string();
+     },
+     {"IP:PORT", "serve every counter in the Prometheus text format at\nhttp://IP:PORT/metrics; IPv6 as [addr]:port. Keep it\non loopback or a private address (default: off)", nullptr}, {}},
     {"help", 'h', Section::options, true, nullptr, {nullptr, "print this help and exit", nullptr}, {}},
     {"version", 'V', Section::options, true, nullptr, {nullptr, "print the version and exit", nullptr}, {}},
 };

@@ -50,6 +50,7 @@ struct Options {
     uint32_t keepalive_probes = 3;     // StackConfig::keepalive_probes
     bool auto_rules = false;           // --auto-rules: NAT/forwarding rules while running
     std::string config_path;           // --config FILE; empty: none
+    std::optional<faketcp::Endpoint> metrics;  // --metrics: where to serve /metrics; unset: off
 };
 
 // What the command line asks for. `text` is the help or version text for

@@ -56,6 +56,8 @@
 #include "demo/log.h"
 #include "demo/notify.h"
 #include "demo/rules.h"
+#include "demo/metrics.h"
+#include "demo/stats.h"
 #include "demo/udp.h"
 
 namespace demo {
@@ -209,28 +211,6 @@ std::string seconds_str(Duration d) {
 // ---------------------------------------------------------------------------
 // Statistics: each worker's snapshot, summed into one dump
 // ---------------------------------------------------------------------------
-
-// The tunnel's own counters, the client's and the server's in one struct.
-// Nothing but uint64_t, so that add_counters can sum two of them.
-struct TunnelCounters {
-    uint64_t udp_in = 0, udp_out = 0, idle_closed = 0;
-    uint64_t oversize_drops = 0, empty_drops = 0, tx_full_drops = 0, send_errors = 0;
-    uint64_t stale_datagrams = 0, rx_overflows = 0;
-    uint64_t udp_refused = 0, udp_no_buffers = 0, udp_would_block = 0, udp_other = 0;
-    // client
-    uint64_t peers = 0, connects_started = 0, connects_ok = 0, connects_lost = 0, reconnects = 0;
-    uint64_t pending_full_drops = 0, pending_lost = 0, no_conn_drops = 0, table_full_drops = 0;
-    // server
-    uint64_t accepted = 0, peer_closed = 0, socket_errors = 0;
-    UdpOffloadStats udp_offload;
-};
-
-struct Snapshot {
-    faketcp::Stats stack;
-    StackDriver::OffloadStats offload;
-    uint64_t tun_read_errors = 0, tun_write_errors = 0;
-    TunnelCounters tunnel;
-};
 
 // Adds `b` to `a` field by field. T must hold nothing but uint64_t counters
 // (arrays of them included). The assert catches most other fields: a
@@ -1424,22 +1404,30 @@ std::vector<Snapshot> gather_stats(Workers& workers, StatsExchange& exchange, ui
     return snapshots;
 }
 
+// Milliseconds from now to `t` for poll(), rounded up, at least 0.
+int poll_timeout_until(std::chrono::steady_clock::time_point t) {
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(t - std::chrono::steady_clock::now());
+    return static_cast<int>(std::clamp<int64_t>(left.count(), 0, INT32_MAX));
+}
+
 // Waits for SIGINT/SIGTERM or the end of a worker's loop, logging summed
-// stats every `interval` (0: never). Returns the signal, or 0 if a worker
-// ended first (its loop failed: it logged why).
-int supervise(Workers& workers, StatsExchange& exchange, int signal_fd, int exited_fd, std::chrono::seconds interval,
-              Mode mode, bool tun_offload) {
+// stats every `interval` (0: never) and serving `metrics` (if any). Returns
+// the signal, or 0 if a worker ended first (its loop failed: it logged why).
+// `request` numbers the stats requests to the workers, these and the metrics'.
+int supervise(Workers& workers, StatsExchange& exchange, uint64_t& request, int signal_fd, int exited_fd,
+              std::chrono::seconds interval, Mode mode, bool tun_offload, MetricsServer* metrics) {
     using Clock = std::chrono::steady_clock;
     Clock::time_point next_stats = Clock::now() + interval;
-    uint64_t request = 0;
     for (;;) {
         int timeout_ms = -1;
-        if (interval.count() > 0) {
-            const auto left = std::chrono::ceil<std::chrono::milliseconds>(next_stats - Clock::now());
-            timeout_ms = static_cast<int>(std::max<int64_t>(0, left.count()));
+        if (interval.count() > 0) timeout_ms = poll_timeout_until(next_stats);
+        if (std::optional<faketcp::TimePoint> next = metrics ? metrics->next_deadline() : std::nullopt) {
+            const int until = poll_timeout_until(*next);
+            timeout_ms = timeout_ms < 0 ? until : std::min(timeout_ms, until);
         }
-        pollfd fds[2] = {{signal_fd, POLLIN, 0}, {exited_fd, POLLIN, 0}};
-        const int n = ::poll(fds, 2, timeout_ms);
+        // poll() ignores a negative fd: no metrics, no third entry.
+        pollfd fds[3] = {{signal_fd, POLLIN, 0}, {exited_fd, POLLIN, 0}, {metrics ? metrics->fd() : -1, POLLIN, 0}};
+        const int n = ::poll(fds, 3, timeout_ms);
         if (n < 0 && errno != EINTR) {
             LOG_ERROR("poll: %s", std::strerror(errno));
             return 0;
@@ -1449,6 +1437,7 @@ int supervise(Workers& workers, StatsExchange& exchange, int signal_fd, int exit
             if (::read(signal_fd, &si, sizeof si) == static_cast<ssize_t>(sizeof si)) return static_cast<int>(si.ssi_signo);
         }
         if (n > 0 && (fds[1].revents & POLLIN)) return 0;
+        if (metrics) metrics->process(Clock::now());  // ready sockets and deadlines; never blocks
         if (interval.count() > 0 && Clock::now() >= next_stats) {
             next_stats = Clock::now() + interval;
             log_stats(mode, gather_stats(workers, exchange, ++request), tun_offload, "");
@@ -1543,7 +1532,28 @@ int run_tunnel(const TunnelSetup& setup) {
         sockets = open_client_sockets(o, queues);
         if (sockets.empty()) return 1;
     }
-    std::optional<Tun> tun = open_tun(o, queues);
+    // The metrics listener before the TUN, so a taken port fails first. It
+    // renders from the workers' snapshots, like the stats dump; it only runs
+    // inside supervise(), once the workers and the TUN exist.
+    StatsExchange exchange;
+    Workers workers;
+    uint64_t stats_request = 0;
+    std::optional<Tun> tun;
+    std::unique_ptr<MetricsServer> metrics;
+    if (o.metrics) {
+        std::string error;
+        metrics = MetricsServer::open(
+            *o.metrics,
+            [&](const MetricsServerStats& server) {
+                return format_metrics(o.mode, gather_stats(workers, exchange, ++stats_request), tun->offload(), server);
+            },
+            MetricsLimits{}, error);
+        if (!metrics) {
+            LOG_ERROR("%s", error.c_str());
+            return 1;
+        }
+    }
+    tun = open_tun(o, queues);
     if (!tun) return 1;
     // Declared after the TUN: every return below removes the rules.
     std::optional<AutoRules> rules = o.auto_rules ? install_rules(setup, tun->name()) : std::nullopt;
@@ -1551,8 +1561,6 @@ int run_tunnel(const TunnelSetup& setup) {
     const uint32_t threads = steer_queues(*tun);
     sockets.resize(o.mode == Mode::client ? threads : 0);  // the group shrinks with the sockets closed
 
-    StatsExchange exchange;
-    Workers workers;
     for (uint32_t i = 0; i < threads; ++i) {
         std::unique_ptr<Worker> w =
             make_worker(setup, *tun, i, threads, o.mode == Mode::client ? std::move(sockets[i]) : Fd(), exchange);
@@ -1560,13 +1568,15 @@ int run_tunnel(const TunnelSetup& setup) {
         workers.push_back(std::move(w));
     }
     workers.front()->tunnel->log_ready(threads);
+    if (metrics)
+        LOG_INFO("%s: metrics at http://%s/metrics", mode, ep_str(metrics->local_address()).c_str());
     notify_systemd("READY=1");
 
     // 0 unless a signal ended the run; otherwise a thread or the loop failed (logged).
     int signal = 0;
     if (start_threads(workers, exited_fd.get()))
-        signal = supervise(workers, exchange, signal_fd.get(), exited_fd.get(),
-                           std::chrono::seconds(o.stats_interval_s), o.mode, tun->offload());
+        signal = supervise(workers, exchange, stats_request, signal_fd.get(), exited_fd.get(),
+                           std::chrono::seconds(o.stats_interval_s), o.mode, tun->offload(), metrics.get());
     notify_systemd("STOPPING=1");
     stop_workers(workers, signal != 0 ? signal : SIGTERM);
 
@@ -1580,6 +1590,7 @@ int run_tunnel(const TunnelSetup& setup) {
         LOG_INFO("%s: %s received: reset %zu connection%s, shutting down", mode, signal_name(signal), reset,
                  reset == 1 ? "" : "s");
     log_stats(o.mode, final_stats, tun->offload(), " at exit");
+    metrics.reset();
     for (auto& w : workers) w->tunnel->stop();
     workers.clear();
     const std::string name = tun->name();
