@@ -39,6 +39,7 @@ enum class Flag : uint8_t {
     max_half_open,
     reply_rate,
     busy_poll,
+    poll_budget,
     help,
     version,
     count_,
@@ -72,6 +73,7 @@ constexpr FlagSpec kFlags[] = {
     {Flag::max_half_open, "max-half-open", 0, true},
     {Flag::reply_rate, "reply-rate", 0, true},
     {Flag::busy_poll, "busy-poll", 0, true},
+    {Flag::poll_budget, "poll-budget", 0, true},
     {Flag::help, "help", 'h', false},
     {Flag::version, "version", 'V', false},
 };
@@ -295,7 +297,12 @@ std::string usage(std::optional<Mode> mode) {
          "                              also the burst; 0 sends none (default: 1000)\n";
     s += "      --busy-poll USEC        before each sleep, keep polling for up to USEC microseconds\n"
          "                              (0-1000): lower latency, especially in VMs, for more CPU;\n"
-         "                              a busy tunnel then keeps a core per queue (default: 0, off)\n";
+         "                              a busy tunnel then keeps a core per queue (default: 0, off;\n"
+         "                              when set, replaces --poll-budget)\n";
+    s += "      --poll-budget USEC      adaptive polling (0-1000): after two packets arrive at most\n"
+         "                              USEC apart, poll until USEC after the last one before\n"
+         "                              sleeping; an idle tunnel never polls (default: 50; 0: always\n"
+         "                              sleep)\n";
     s += "  -h, --help                  print this help and exit\n";
     s += "  -V, --version               print the version and exit\n";
     s += "\n"
@@ -526,6 +533,12 @@ ParseResult parse_command_line(const std::vector<std::string_view>& args, const 
         std::optional<uint64_t> v = parse_uint(text, kMaxBusyPollUs);
         if (!v) return fail("--busy-poll: expected microseconds 0-1000, got " + quote(text));
         o.busy_poll_us = static_cast<uint32_t>(*v);
+    }
+    if (has(Flag::poll_budget)) {
+        std::string_view text = *get(Flag::poll_budget);
+        std::optional<uint64_t> v = parse_uint(text, kMaxBusyPollUs);
+        if (!v) return fail("--poll-budget: expected microseconds 0-1000, got " + quote(text));
+        o.poll_budget_us = static_cast<uint32_t>(*v);
     }
 
     // The client's fake-TCP connections need a local address of the server's
