@@ -44,6 +44,7 @@ TEST_PKGS := doctest-dev:/usr/include/doctest/doctest.h \
              socat:/usr/bin/socat \
              wireguard-go:/usr/bin/wireguard-go \
              wireguard-tools:/usr/bin/wg \
+             iperf3:/usr/bin/iperf3 \
              procps:/usr/bin/pkill \
              tcpdump:/usr/bin/tcpdump \
              valgrind:/usr/bin/valgrind
