@@ -110,7 +110,7 @@ gen() {
 # result KIND EXTRA_JSON_FIELDS UDPGEN_JSON: one line of the results file.
 result() { echo "{\"kind\":\"$1\",$2,\"data\":$3}" >>"$RES"; }
 jnum() { sed -n "s/.*\"$1\":\([-0-9.e]*\).*/\1/p" <<<"$2"; }
-jstr() { sed 's/\\/\\\\/g; s/"/\\"/g' <<<"$1" | tr '\n' ' '; }
+jstr() { [ -z "$1" ] || printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g' | tr '\n' ' '; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null; }
 hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null; }
 cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12 + $13}'; }
@@ -527,9 +527,10 @@ try:
 except Exception:
     print("0")' <<<"$out")
             why=""
-            [ "$mbit" = 0 ] && why=$($PY -c 'import json,sys
+            awk -v m="$mbit" 'BEGIN{exit !(m == 0)}' && why=$($PY -c 'import json,sys
 try:
-    print(json.loads(sys.stdin.read()).get("error", "no result"))
+    d = json.loads(sys.stdin.read())
+    print(d.get("error") or "iperf3 ran but no data arrived (full-size wg packets of 1452 B not carried?)")
 except Exception as e:
     print("iperf3 printed no JSON")' <<<"$out")
             result wg "\"path\":\"$path\",\"rep\":$rep,\"bed\":\"${BED[$path]:-strict}\",\"mbit\":$mbit,\"why\":\"$(jstr "$why")\"" '{}'
