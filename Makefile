@@ -10,7 +10,7 @@
 #   make valgrind-demo   (root) client and server under valgrind memcheck in the topology
 #   make netns-test-asan (root) the netns suite against build/asan/faketcp (ASan+UBSan)
 #   make netns-test-tsan (root) the threaded scenarios against build/tsan/faketcp (ThreadSanitizer)
-#   make bench        (root) the tunnel vs plain UDP benchmark, < 5 min (netns-tests/bench/)
+#   make bench        (root) the tunnel vs plain UDP benchmark and the real peers, < 8 min (netns-tests/bench/)
 #   make deps         (root) install the Debian packages the tests need (netns-tests/deps.list;
 #                     DEPS=fuzz or DEPS=profile for the other groups there)
 #   make fresh-check  (root) the README's two commands (make demo, make test) as a newcomer runs

@@ -14,6 +14,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <sched.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <unistd.h>
@@ -1780,10 +1781,25 @@ Reactor::~Reactor() {
     if (epfd_ >= 0) ::close(epfd_);
 }
 
+void AdaptivePoll::on_arrival(TimePoint now) {
+    prev_close_ = last_close_;
+    last_close_ = seen_ && now - last_ <= budget_;
+    seen_ = true;
+    last_ = now;
+}
+
+TimePoint AdaptivePoll::poll_until(TimePoint now) const {
+    if (!(last_close_ || prev_close_) || budget_.count() <= 0) return now;
+    return last_ + budget_;
+}
+
 Reactor::Reactor(Reactor&& o) noexcept
     : epfd_(std::exchange(o.epfd_, -1)),
       stopping_(o.stopping_),
       busy_poll_(o.busy_poll_),
+      adaptive_(o.adaptive_),
+      polled_wakeups_(o.polled_wakeups_),
+      sleeps_(o.sleeps_),
       watches_(std::move(o.watches_)),
       handlers_(std::move(o.handlers_)) {}
 
@@ -1793,6 +1809,9 @@ Reactor& Reactor::operator=(Reactor&& o) noexcept {
         epfd_ = std::exchange(o.epfd_, -1);
         stopping_ = o.stopping_;
         busy_poll_ = o.busy_poll_;
+        adaptive_ = o.adaptive_;
+        polled_wakeups_ = o.polled_wakeups_;
+        sleeps_ = o.sleeps_;
         watches_ = std::move(o.watches_);
         handlers_ = std::move(o.handlers_);
     }
@@ -1852,18 +1871,27 @@ Status Reactor::run() {
     return Status();
 }
 
-// epoll_wait until `wake`: spinning first when busy polling is on.
+// epoll_wait until `wake`: polling first while busy polling (fixed spin) or
+// the adaptive policy says so.
 int Reactor::wait(epoll_event* events, int max_events, TimePoint start, TimePoint wake) {
     if (wake <= start) return epoll_wait(epfd_, events, max_events, 0);
-    if (busy_poll_.count() > 0) {
-        const TimePoint spin_end = std::min(wake, start + busy_poll_);
+    const bool fixed = busy_poll_.count() > 0;
+    const TimePoint spin_end = std::min(wake, fixed ? start + busy_poll_ : adaptive_.poll_until(start));
+    if (spin_end > start) {
         do {
             const int n = epoll_wait(epfd_, events, max_events, 0);
-            if (n != 0) return n;
+            if (n != 0) {
+                if (n > 0) ++polled_wakeups_;
+                return n;
+            }
+            // Adaptive polling gives way to runnable threads between polls (the
+            // fixed spin keeps its documented behaviour: it never yields).
+            if (!fixed) sched_yield();
         } while (now() < spin_end);
         start = now();
         if (wake <= start) return 0;
     }
+    ++sleeps_;
     // Round up so we never wake just before a deadline and spin.
     auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(wake - start + std::chrono::microseconds(999));
     const int timeout_ms = static_cast<int>(std::min<int64_t>(ms.count(), 3600 * 1000));
@@ -1886,6 +1914,7 @@ Status Reactor::run_once(Duration max_wait) {
         return Status::from_errno("epoll_wait", errno);
     }
     TimePoint t = now();
+    if (n > 0) adaptive_.on_arrival(t);
     for (int i = 0; i < n; ++i) {
         int fd = static_cast<int>(evs[i].data.u64 & 0xffffffffu);
         uint32_t gen = static_cast<uint32_t>(evs[i].data.u64 >> 32);

@@ -762,6 +762,41 @@ private:
 // Reactor: a small epoll loop (faketcp.cpp)
 // ---------------------------------------------------------------------------
 
+// AdaptivePoll: when a Reactor polls instead of sleeping. Pure (time is an
+// input), so its decisions are unit-tested as timelines.
+//
+// Waking a sleeping thread costs tens of µs on a VM, most of what a tunnel
+// adds to a round trip; polling (epoll_wait with timeout 0) hides it but
+// burns the CPU it waits on. The policy polls only while packets keep
+// arriving closer together than the budget: when either of the last two
+// gaps between arrivals was at most `budget`, the reactor polls until
+// `budget` after the last arrival, then sleeps. Two gaps, not one: a tunnel
+// end in a ping-pong sees alternating gaps (the request comes right after the
+// reply it answers, the next reply a whole round later), and the short one
+// must not be lost behind the long one. Two long gaps in a row (a quiet
+// spell) mean sleeping at once until arrivals come close together again. So
+// an idle tunnel never polls, at most one budget is spent after the last
+// packet of a burst, and a busy tunnel (steady traffic, a ping-pong faster
+// than the budget) never sleeps between packets. A budget of zero never polls.
+class AdaptivePoll {
+public:
+    static constexpr Duration kDefaultBudget = std::chrono::microseconds(50);
+    explicit AdaptivePoll(Duration budget = kDefaultBudget) : budget_(budget) {}
+    // The reactor found input at `now`.
+    void on_arrival(TimePoint now);
+    // About to wait at `now`: poll without sleeping until the returned time;
+    // a time <= now means sleep at once.
+    [[nodiscard]] TimePoint poll_until(TimePoint now) const;
+    [[nodiscard]] Duration budget() const { return budget_; }
+
+private:
+    Duration budget_;
+    bool seen_ = false;        // an arrival happened
+    bool last_close_ = false;  // the last gap was at most budget_
+    bool prev_close_ = false;  // the gap before it was
+    TimePoint last_{};         // the last arrival
+};
+
 class Reactor {
 public:
     // What the reactor drives. One handler may watch several fds.
@@ -812,13 +847,27 @@ public:
     // whole core once packets come closer together than `spin`. Zero (the
     // default) never spins. Deadlines still fire on time: the spin ends at
     // the earliest one.
+    // A fixed spin before every sleep: replaces the adaptive policy while
+    // non-zero.
     void set_busy_poll(Duration spin) { busy_poll_ = spin; }
+    // The default wait: AdaptivePoll with `budget` (AdaptivePoll::kDefaultBudget
+    // unless set; zero: always sleep at once). While it polls it also yields
+    // the CPU (sched_yield) between polls, so on a busy host a polling thread
+    // gives way to runnable threads instead of delaying them.
+    void set_poll_budget(Duration budget) { adaptive_ = AdaptivePoll(budget); }
+    // How many waits ended during a poll (input found without sleeping) and
+    // how many slept: what the policy did, for statistics.
+    uint64_t polled_wakeups() const { return polled_wakeups_; }
+    uint64_t sleeps() const { return sleeps_; }
 
 private:
     int wait(epoll_event* events, int max_events, TimePoint start, TimePoint wake);
     int epfd_ = -1;
     bool stopping_ = false;
     Duration busy_poll_{0};
+    AdaptivePoll adaptive_;
+    uint64_t polled_wakeups_ = 0;
+    uint64_t sleeps_ = 0;
     struct Watch {  // indexed by fd
         Handler* handler = nullptr;
         uint32_t generation = 0;  // bumped on removal: stale epoll events are ignored

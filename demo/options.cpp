@@ -295,7 +295,7 @@ const FlagDef kFlags[] = {
      {"N", "RSTs to unknown segments and challenge ACKs per second,\nalso the burst; 0 sends none (default: %D)", "1000"}, {}},
     {"busy-poll", 0, Section::options, false,
      [](std::string_view t, Options& o) { return parse_number(t, 0, kMaxBusyPollUs, o.busy_poll_us, "expected microseconds 0-1000, got "); },
-     {"USEC", "before each sleep, keep polling for up to USEC microseconds\n(0-1000): lower latency, especially in VMs, for more CPU;\na busy tunnel then keeps a core per queue (default: 0, off)", nullptr}, {}},
+     {"USEC", "before each sleep, keep polling for up to USEC microseconds\n(0-1000): lower latency, especially in VMs, for more CPU;\na busy tunnel then keeps a core per queue (default: 0, off;\nwhen set, replaces --poll-budget)", nullptr}, {}},
     {"keepalive", 0, Section::options, false,
      [](std::string_view t, Options& o) { return parse_number(t, 0, kMaxKeepaliveSeconds, o.keepalive_s, "expected a whole number of seconds 0-86400 (0 = off), got "); },
      {"SECONDS", "probe a connection after this long without a segment from\nthe peer, and again every SECONDS; 0 = off: no probes, no\ndead-path detection (0-86400; default: %D)", "5"}, {}},
@@ -311,6 +311,9 @@ const FlagDef kFlags[] = {
          return std::string();
      },
      {"IP:PORT", "serve every counter in the Prometheus text format at\nhttp://IP:PORT/metrics; IPv6 as [addr]:port. Keep it\non loopback or a private address (default: off)", nullptr}, {}},
+    {"poll-budget", 0, Section::options, false,
+     [](std::string_view t, Options& o) { return parse_number(t, 0, kMaxBusyPollUs, o.poll_budget_us, "expected microseconds 0-1000, got "); },
+     {"USEC", "adaptive polling (0-1000): after two packets arrive at most\nUSEC apart, poll until USEC after the last one before\nsleeping; an idle tunnel never polls (default: %D; 0: always\nsleep)", "50"}, {}},
     {"help", 'h', Section::options, true, nullptr, {nullptr, "print this help and exit", nullptr}, {}},
     {"version", 'V', Section::options, true, nullptr, {nullptr, "print the version and exit", nullptr}, {}},
 };

@@ -51,6 +51,7 @@ struct Options {
     bool auto_rules = false;           // --auto-rules: NAT/forwarding rules while running
     std::string config_path;           // --config FILE; empty: none
     std::optional<faketcp::Endpoint> metrics;  // --metrics: where to serve /metrics; unset: off
+    uint32_t poll_budget_us = 50;      // Reactor::set_poll_budget (AdaptivePoll); 0: always sleep
 };
 
 // What the command line asks for. `text` is the help or version text for

@@ -1367,6 +1367,7 @@ std::unique_ptr<Worker> make_worker(const TunnelSetup& setup, Tun& tun, uint32_t
     }
     w->reactor = std::make_unique<Reactor>(std::move(reactor_r.value()));
     w->reactor->set_busy_poll(std::chrono::microseconds(setup.options.busy_poll_us));
+    w->reactor->set_poll_budget(std::chrono::microseconds(setup.options.poll_budget_us));
     w->link.wake = Fd(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
     if (!w->link.wake.valid()) {
         LOG_ERROR("eventfd: %s", std::strerror(errno));

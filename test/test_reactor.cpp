@@ -96,3 +96,90 @@ TEST_CASE("Reactor: with busy polling a deadline still fires, never early") {
         CHECK(h.log.back() == 'e');
     }
 }
+
+// --- AdaptivePoll: the decision alone, as timelines of arrivals (µs) -----------------
+
+namespace {
+ft::TimePoint at_us(int64_t us) { return ft::TimePoint{} + std::chrono::microseconds(us); }
+// Polls until (µs from the origin) when the reactor waits at `now_us`; == now_us: sleeps.
+int64_t poll_end_us(const ft::AdaptivePoll& p, int64_t now_us) {
+    return std::chrono::duration_cast<std::chrono::microseconds>(p.poll_until(at_us(now_us)) - ft::TimePoint{}).count();
+}
+}  // namespace
+
+TEST_CASE("AdaptivePoll: an idle reactor and a lone packet after silence never poll") {
+    ft::AdaptivePoll p(50us);
+    CHECK(poll_end_us(p, 0) == 0);  // nothing ever arrived
+    p.on_arrival(at_us(1000));
+    CHECK(poll_end_us(p, 1005) == 1005);  // one arrival: no gap known yet
+    p.on_arrival(at_us(900000));          // 899 ms later: a quiet spell
+    CHECK(poll_end_us(p, 900010) == 900010);
+}
+
+TEST_CASE("AdaptivePoll: close arrivals poll until the budget after the last one, then sleep") {
+    ft::AdaptivePoll p(50us);
+    p.on_arrival(at_us(0));
+    p.on_arrival(at_us(30));  // 30 <= 50: close
+    CHECK(poll_end_us(p, 32) == 80);
+    p.on_arrival(at_us(80));  // exactly the budget apart still counts
+    CHECK(poll_end_us(p, 81) == 130);
+    CHECK(poll_end_us(p, 130) == 130);  // the spin ran out: sleep
+    p.on_arrival(at_us(400));            // 320 µs later; the gap before was close: one more budget
+    CHECK(poll_end_us(p, 401) == 450);
+    p.on_arrival(at_us(900));  // a second long gap: back off, sleep at once
+    CHECK(poll_end_us(p, 901) == 901);
+    p.on_arrival(at_us(910));  // close again: poll again
+    CHECK(poll_end_us(p, 911) == 960);
+}
+
+TEST_CASE("AdaptivePoll: a ping-pong within the budget never sleeps; one slower than it always does") {
+    // A tunnel end in a ping-pong sees the request, then the reply `rtt` later,
+    // then the next request 10 µs after that.
+    for (int64_t rtt : {40, 120}) {
+        CAPTURE(rtt);
+        ft::AdaptivePoll p(50us);
+        int64_t t = 0, sleeps = 0, waits = 0;
+        p.on_arrival(at_us(t));
+        for (int i = 0; i < 100; ++i) {
+            t += (i % 2 == 0) ? rtt : 10;
+            ++waits;
+            if (poll_end_us(p, t - 1) < t) ++sleeps;  // the poll ends before the next arrival
+            p.on_arrival(at_us(t));
+        }
+        if (rtt <= 50)
+            CHECK(sleeps == 1);  // only the first gap: one arrival is not yet a pattern
+        else
+            CHECK(sleeps == waits / 2 + 1);  // every reply is slept for; the request after it polled for (but the first)
+    }
+}
+
+TEST_CASE("AdaptivePoll: a zero budget always sleeps") {
+    ft::AdaptivePoll p(0us);
+    p.on_arrival(at_us(0));
+    p.on_arrival(at_us(0));
+    CHECK(poll_end_us(p, 0) == 0);
+    CHECK(p.budget() == ft::Duration::zero());
+}
+
+TEST_CASE("Reactor: adaptive polling counts a wake-up found by polling after close arrivals") {
+    auto reactor = ft::Reactor::create();
+    REQUIRE(reactor);
+    reactor->set_poll_budget(1000ms);  // generous: the writer's delay stays far inside it
+    Pipe p;
+    Recorder h;
+    REQUIRE(reactor->add_fd(p.r, h));
+    p.put('a');
+    REQUIRE(reactor->run_once(1s));  // first arrival: slept (or found at once)
+    p.put('b');
+    REQUIRE(reactor->run_once(1s));  // second, close to the first
+    const uint64_t sleeps_before = reactor->sleeps();
+    std::thread writer([&] {
+        std::this_thread::sleep_for(5ms);
+        p.put('c');
+    });
+    REQUIRE(reactor->run_once(10s));
+    writer.join();
+    CHECK(h.log == "rerere");
+    CHECK(reactor->sleeps() == sleeps_before);  // found while polling
+    CHECK(reactor->polled_wakeups() >= 1);
+}

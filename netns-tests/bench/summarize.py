@@ -36,15 +36,16 @@ def main():
     # --- knees
     knees, limited = {}, {}
     for r in rows:
-        if r["kind"] != "knee":
+        if r["kind"] != "knee" or r.get("scale"):
             continue
         d = r["data"]
         knees.setdefault((r["path"], d["size"], d["flows"]), []).append(d["knee_pps"])
         if d.get("sender_limited"):
             limited.setdefault((r["path"], d["size"], d["flows"]), []).append(r["rep"])
-    sizes = sorted({k[1] for k in knees})
-    flows = sorted({k[2] for k in knees})
-    p("faketcp benchmark: tunnel vs plain UDP over the same namespaces (client -- router NAT/conntrack -- server)")
+    sizes = sorted({k[1] for k in knees if k[0] in ("direct", "tunnel")})
+    flows = sorted({k[2] for k in knees if k[0] in ("direct", "tunnel")})
+    peers = [r["path"] for r in rows if r["kind"] == "peer"]
+    p("faketcp benchmark: tunnel vs plain UDP and the real peers over the same namespaces (client -- router NAT/conntrack -- server)")
     p("")
     p("1. Knee: highest offered rate with < 1 % loss (median of repetitions; Mbit/s of UDP payload)")
     p(f"   {'size':>5} {'flows':>5} | {'direct kpps':>11} {'Mbit/s':>8} | {'tunnel kpps':>11} {'Mbit/s':>8} | {'ratio':>6}  each rep kpps: direct / tunnel")
@@ -66,6 +67,27 @@ def main():
 
     if limited:
         p("   * the sender could not offer more, and nothing was lost: a floor, not a knee (most repetitions)")
+    for peer in peers:
+        for fl in flows:
+            t = med(knees.get((peer, 1400, fl), []))
+            d = med(knees.get(("direct", 1400, fl), []))
+            if t is None:
+                continue
+            reps = ",".join(f"{x / 1000:.0f}" for x in knees.get((peer, 1400, fl), []))
+            p(f"   {peer}: 1400 B x {fl} flow{'s' if fl > 1 else ''}: {fmt(t / 1000)} kpps ({fmt(t * 1400 * 8 / 1e6)} Mbit/s), "
+              f"ratio to direct {fmt(ratio(t, d), 3)}; each rep kpps: {reps}")
+            sfx = "_1400" if fl == 1 else "_1400_16flows"
+            out[f"{peer}_knee_kpps{sfx}"] = round(t / 1000, 2)
+            out[f"{peer}_ratio{sfx}"] = round(ratio(t, d), 4) if ratio(t, d) is not None else None
+    scale = {}
+    for r in rows:
+        if r["kind"] == "knee" and r.get("scale"):
+            scale.setdefault(r["queues"], []).append(r["data"]["knee_pps"])
+    if scale:
+        p("   scaling, 1400 B x 16 flows, faketcp --queues N: " +
+          ", ".join(f"{q}: {med(v) / 1000:.1f} kpps" for q, v in sorted(scale.items())))
+        for q, v in sorted(scale.items()):
+            out[f"scale_knee_kpps_q{q}"] = round(med(v) / 1000, 2)
     for r in rows:
         if r["kind"] == "router":
             p(f"   router conntrack INVALID drops during the knee searches: {r['invalid_drops']}")
@@ -80,7 +102,7 @@ def main():
     p("2. RTT of 2000 sequential 64-byte ping-pongs (median of 3 runs), us")
     p(f"   {'path':>7} | {'p50':>8} {'p90':>8} {'p99':>8} {'lost':>5}")
     rv = {}
-    for path in ("direct", "tunnel"):
+    for path in ["direct", "tunnel"] + [x for x in peers if x in rtt]:
         v = rtt.get(path, [])
         rv[path] = {k: med([x[k] for x in v]) for k in ("p50_us", "p90_us", "p99_us", "lost")}
         x = rv[path]
@@ -91,6 +113,13 @@ def main():
     added99 = t99 - d99 if None not in (d99, t99) else None
     p(f"   added by the tunnel: p50 {fmt(added50)} us, p99 {fmt(added99)} us; "
       f"ratio p50 {fmt(ratio(t50, d50), 2)}, p99 {fmt(ratio(t99, d99), 2)}")
+    for peer in peers:
+        if peer in rv and rv[peer]["p50_us"] is not None and d50 is not None:
+            a50 = rv[peer]["p50_us"] - d50
+            a99 = rv[peer]["p99_us"] - d99 if d99 is not None else None
+            p(f"   added by {peer}: p50 {fmt(a50)} us, p99 {fmt(a99)} us")
+            out[f"{peer}_rtt_added_p50_us"] = round(a50, 2)
+            out[f"{peer}_rtt_added_p99_us"] = round(a99, 2) if a99 is not None else None
     out.update(rtt_direct_p50_us=d50, rtt_tunnel_p50_us=t50, rtt_direct_p99_us=d99, rtt_tunnel_p99_us=t99,
                rtt_added_p50_us=round(added50, 2) if added50 is not None else None,
                rtt_added_p99_us=round(added99, 2) if added99 is not None else None,
@@ -108,7 +137,7 @@ def main():
         g = d.get("self_cpu_us_per_dgram")
         # The path's CPU: the processes that carry a datagram (the kernel's
         # forwarding runs in their context as softirq, so it is inside their sys time).
-        path_cpu = None if None in (g, k) else g + k + ((c or 0) + (s or 0) if r["path"] == "tunnel" else 0)
+        path_cpu = None if None in (g, k) else g + k + ((c or 0) + (s or 0) if r["path"] != "direct" else 0)
         cpu.setdefault((r["path"], d["size"]), []).append(
             dict(client=c, server=s, gen=g, sink=k, path=path_cpu, machine=d["machine_cpu_us_per_dgram"],
                  rate=d["rate"], loss=d["loss_pct"]))
@@ -133,6 +162,16 @@ def main():
         out[f"path_cpu_ratio_{sz}"] = round(ratio(pt, pd), 3) if ratio(pt, pd) else None
         out[f"machine_cpu_us_direct_{sz}"] = round(md, 3) if md is not None else None
         out[f"machine_cpu_us_tunnel_{sz}"] = round(mt, 3) if mt is not None else None
+    for peer in peers:
+        t = cpu.get((peer, 1400), [])
+        if not t:
+            continue
+        tc, ts, pt = med([x["client"] for x in t]), med([x["server"] for x in t]), med([x["path"] for x in t])
+        p(f"   {peer}: 1400 B at {fmt(t[0]['rate'], 0)} pps: client {fmt(tc, 2)}, server {fmt(ts, 2)} us per datagram; "
+          f"path {fmt(pt, 2)} us; loss {fmt(med([x['loss'] for x in t]), 2)} %")
+        out[f"{peer}_cpu_us_client_1400"] = round(tc, 3) if tc is not None else None
+        out[f"{peer}_cpu_us_server_1400"] = round(ts, 3) if ts is not None else None
+        out[f"{peer}_cpu_rate_1400"] = t[0]["rate"]
     bg = []
     for (path, sz), v in cpu.items():
         for x in v:
@@ -149,11 +188,19 @@ def main():
     p("")
     p("4. Heap allocations in steady state (LD_PRELOAD malloc/calloc/realloc/memalign counter)")
     for r in rows:
+        if r["kind"] == "alloc_skipped":
+            p(f"   {r['path']}: {r['why']}")
         if r["kind"] != "alloc":
             continue
         d = r["data"]
+        path = r.get("path", "tunnel")
         carried = 2 * d["received"]  # each datagram the sink got was echoed back: two tunnel crossings
         per = (r["client_allocs"] + r["server_allocs"]) / carried if carried else None
+        if path != "tunnel":
+            p(f"   {path}: {d['received']} datagrams echoed at {r['rate']} pps: client {r['client_allocs']}, server "
+              f"{r['server_allocs']} allocations -> {fmt(per, 4)} per datagram")
+            out[f"{path}_allocs_per_datagram"] = round(per, 5) if per is not None else None
+            continue
         p(f"   {d['received']} datagrams of {d['size']} B on {d['flows']} flows at {r['rate']} pps, each echoed back "
           f"({carried} tunnel crossings): client {r['client_allocs']} allocations, server {r['server_allocs']}"
           f" -> {fmt(per, 4)} per datagram")
@@ -162,6 +209,99 @@ def main():
         out["allocs_per_datagram"] = round(per, 5) if per is not None else None
         out["allocs_client"] = r["client_allocs"]
         out["allocs_server"] = r["server_allocs"]
+
+    # --- WireGuard
+    wg, wg_why = {}, {}
+    for r in rows:
+        if r["kind"] == "wg":
+            wg.setdefault(r["path"], []).append(r["mbit"])
+            if r.get("why"):
+                wg_why[r["path"]] = r["why"]
+        if r["kind"] == "wg_skipped":
+            p("")
+            p(f"WireGuard workload skipped: {r['why']}")
+    if wg:
+        p("")
+        p("6. WireGuard: TCP over wireguard-go over each path (iperf3, median of interleaved runs), Mbit/s")
+        d = med(wg.get("direct", []))
+        for path in ["direct", "tunnel"] + [x for x in peers if x in wg]:
+            if path not in wg:
+                continue
+            m = med(wg[path])
+            name = "faketcp" if path == "tunnel" else path
+            p(f"   {name:>8}: {fmt(m)} Mbit/s (ratio {fmt(ratio(m, d), 2)}; each run: {', '.join(f'{x:.0f}' for x in wg[path])})"
+              + (f"; a failed run: {wg_why[path]}" if path in wg_why else ""))
+            out[f"wg_mbit_{name}"] = m
+
+    # --- idle
+    idle = [r for r in rows if r["kind"] == "idle"]
+    if idle:
+        p("")
+        p("7. Idle: 100 connected, silent flows; CPU of the tunnel's processes in % of one core")
+        for r in idle:
+            name = "faketcp" if r["path"] == "tunnel" else r["path"]
+            tot = r["client_pct"] + r["server_pct"]
+            p(f"   {name:>8}: client {r['client_pct']:.3f} %, server {r['server_pct']:.3f} % over {r['secs']} s (both: {tot:.3f} %)")
+            if r["path"] == "tunnel":
+                out["idle_cpu_pct"] = round(tot, 3)
+            else:
+                out[f"{r['path']}_idle_cpu_pct"] = round(tot, 3)
+
+    # --- peers: which bed, what collapsed
+    if peers or any(r["kind"] == "peer_skipped" for r in rows):
+        p("")
+        p("Peers")
+        for r in rows:
+            if r["kind"] == "peer_skipped":
+                p(f"   {r['peer']}: SKIPPED ({r['why']})")
+            if r["kind"] == "bed":
+                d = r["data"]
+                p(f"   {r['path']} bed check on the {r['bed']} router: 2 kpps x 1 s of 1400 B lost {fmt(d.get('loss_pct'), 1)} %,"
+                  f" {r['invalid_drops']} conntrack-INVALID drops")
+                out[f"{r['path']}_{r['bed']}_loss_pct"] = d.get("loss_pct")
+                out[f"{r['path']}_{r['bed']}_invalid_drops"] = r["invalid_drops"]
+            if r["kind"] == "collapse":
+                p(f"   {r['path']} COLLAPSED in {r['phase']}: {r['why']}")
+        for r in rows:
+            if r["kind"] == "peer":
+                p(f"   {r['path']} measured on the {r['bed']} router ({r['bin']})" +
+                  (f"; collapsed: {r['collapsed']}" if r["collapsed"] else ""))
+                out[f"{r['path']}_bed"] = r["bed"]
+                if r["collapsed"]:
+                    out[f"{r['path']}_collapsed"] = r["collapsed"]
+
+    # --- side by side
+    p("")
+    p("Side by side (medians)")
+    cols = ["direct", "faketcp"] + peers
+    keymap = {"faketcp": "tunnel"}
+    p("   " + f"{'':<34}" + "".join(f"{c:>12}" for c in cols))
+
+    def row(label, fn):
+        p("   " + f"{label:<34}" + "".join(f"{fn(c):>12}" for c in cols))
+
+    def knee_of(c, fl):
+        v = med(knees.get((keymap.get(c, c), 1400, fl), []))
+        return fmt(v and v / 1000) if v is not None else "-"
+
+    row("knee 1400 B x 1 flow, kpps", lambda c: knee_of(c, 1))
+    row("knee 1400 B x 16 flows, kpps", lambda c: knee_of(c, 16))
+    row("RTT p50 / p99, us", lambda c: (f"{rv[keymap.get(c, c)]['p50_us']:.0f}/{rv[keymap.get(c, c)]['p99_us']:.0f}"
+                                        if rv.get(keymap.get(c, c), {}).get("p50_us") is not None else "-"))
+
+    def cpu_of(c):
+        if c == "direct":
+            return "-"
+        v = cpu.get((keymap.get(c, c), 1400), [])
+        a, b = med([x["client"] for x in v]), med([x["server"] for x in v])
+        return f"{a:.2f}/{b:.2f}" if None not in (a, b) else "-"
+
+    row("CPU us/dgram 1400 B, client/server", cpu_of)
+    row("WireGuard TCP, Mbit/s", lambda c: fmt(med(wg.get(keymap.get(c, c), []))) if wg.get(keymap.get(c, c)) else "-")
+    row("allocations per datagram", lambda c: "-" if c == "direct" else fmt(
+        out.get("allocs_per_datagram" if c == "faketcp" else f"{c}_allocs_per_datagram"), 3))
+    row("idle CPU, % of a core", lambda c: "-" if c == "direct" else fmt(
+        out.get("idle_cpu_pct" if c == "faketcp" else f"{c}_idle_cpu_pct"), 2))
 
     # --- scale
     p("")
@@ -189,6 +329,11 @@ def main():
             p("")
             p(f"host: {r['cpus']} CPUs; busy before the run {r['busy_before_pct']} %, after it {r['busy_after_pct']} % "
               "(other work on the host makes every number above noisy)")
+            if r.get("load_before"):
+                p(f"load average before {r['load_before']}, after {r['load_after']}; {r.get('date', '')}")
+                out["load_before"] = r["load_before"]
+                out["load_after"] = r["load_after"]
+                out["date"] = r.get("date")
             out["host_busy_before_pct"] = r["busy_before_pct"]
             out["host_busy_after_pct"] = r["busy_after_pct"]
             for key, what in (("cli_args", "faketcp flags"), ("gen_args", "udpgen flags")):
@@ -202,7 +347,11 @@ def main():
     print("\n".join(lines))
     # The headline keys first, then the rest.
     head = ["ratio_1400", "ratio_64", "ratio_1400_16flows", "cpu_us_client_1400", "cpu_us_server_1400",
-            "rtt_added_p50_us", "allocs_per_datagram"]
+            "rtt_added_p50_us", "allocs_per_datagram", "idle_cpu_pct", "wg_mbit_direct", "wg_mbit_faketcp"]
+    for peer in peers:
+        head += [f"{peer}_knee_kpps_1400", f"{peer}_ratio_1400", f"{peer}_rtt_added_p50_us",
+                 f"{peer}_cpu_us_client_1400", f"{peer}_cpu_us_server_1400", f"{peer}_allocs_per_datagram",
+                 f"wg_mbit_{peer}"]
     final = {k: out.get(k) for k in head}
     final.update({k: v for k, v in out.items() if k not in final})
     print(json.dumps(final, separators=(",", ":")))
