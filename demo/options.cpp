@@ -39,6 +39,7 @@ enum class Flag : uint8_t {
     max_half_open,
     reply_rate,
     busy_poll,
+    profile,
     help,
     version,
     count_,
@@ -72,6 +73,7 @@ constexpr FlagSpec kFlags[] = {
     {Flag::max_half_open, "max-half-open", 0, true},
     {Flag::reply_rate, "reply-rate", 0, true},
     {Flag::busy_poll, "busy-poll", 0, true},
+    {Flag::profile, "profile", 0, true},
     {Flag::help, "help", 'h', false},
     {Flag::version, "version", 'V', false},
 };
@@ -296,6 +298,14 @@ std::string usage(std::optional<Mode> mode) {
     s += "      --busy-poll USEC        before each sleep, keep polling for up to USEC microseconds\n"
          "                              (0-1000): lower latency, especially in VMs, for more CPU;\n"
          "                              a busy tunnel then keeps a core per queue (default: 0, off)\n";
+    s += client ? "      --profile NAME          wire profile of the connections: phantun (ISN 0, no\n"
+                  "                              options; phantun servers accept only this) or linux\n"
+                  "                              (looks like this host's own kernel TCP: random ISN,\n"
+                  "                              timestamps, ACK stream; datagrams 12 bytes smaller)\n"
+                  "                              (default: phantun)\n"
+                : "      --profile NAME          phantun or linux: the style of RSTs to unknown\n"
+                  "                              segments. Every client is answered in its own style\n"
+                  "                              (a SYN with an MSS option gets linux) (default: phantun)\n";
     s += "  -h, --help                  print this help and exit\n";
     s += "  -V, --version               print the version and exit\n";
     s += "\n"
@@ -526,6 +536,17 @@ ParseResult parse_command_line(const std::vector<std::string_view>& args, const 
         std::optional<uint64_t> v = parse_uint(text, kMaxBusyPollUs);
         if (!v) return fail("--busy-poll: expected microseconds 0-1000, got " + quote(text));
         o.busy_poll_us = static_cast<uint32_t>(*v);
+    }
+
+    if (has(Flag::profile)) {
+        std::string_view text = *get(Flag::profile);
+        if (text == "phantun") {
+            o.profile = faketcp::Profile::phantun;
+        } else if (text == "linux") {
+            o.profile = faketcp::Profile::linux_tcp;
+        } else {
+            return fail("--profile: expected phantun or linux, got " + quote(text));
+        }
     }
 
     // The client's fake-TCP connections need a local address of the server's

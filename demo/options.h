@@ -46,6 +46,7 @@ struct Options {
     uint32_t max_half_open = 1024;     // StackConfig::max_half_open (<= max_connections)
     uint32_t reply_rate = 1000;        // StackConfig::reply_rate_per_sec
     uint32_t busy_poll_us = 0;         // Reactor::set_busy_poll; 0: off
+    faketcp::Profile profile = faketcp::Profile::phantun;  // --profile: StackConfig::profile
 };
 
 // What the command line asks for. `text` is the help or version text for
