@@ -46,6 +46,8 @@ TEST_PKGS := doctest-dev:/usr/include/doctest/doctest.h \
              wireguard-tools:/usr/bin/wg \
              procps:/usr/bin/pkill \
              tcpdump:/usr/bin/tcpdump \
+             p0f:/usr/sbin/p0f \
+             tshark:/usr/bin/tshark \
              valgrind:/usr/bin/valgrind
 IS_ROOT   := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 
@@ -95,6 +97,7 @@ deps:
 	  echo "missing packages:$$missing — run: sudo apt-get install -y --no-install-recommends$$missing" >&2; exit 1; fi; \
 	echo "deps: installing$$missing"; \
 	export DEBIAN_FRONTEND=noninteractive; \
+	echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections 2>/dev/null || true; \
 	apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $$missing >/dev/null \
 	  || { echo "deps: apt-get install$$missing failed" >&2; exit 1; }
 
