@@ -24,7 +24,7 @@ s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(1); open(sys.argv[2], "w").close
 c, _ = s.accept()
 while c.recv(65536): pass' "$KPORT" "$WORK/ksink.ready"
 wait_for 5 test -e "$WORK/ksink.ready" || fail "kernel sink did not start"
-bg KCAP "$NS_C" tcpdump-kernel tcpdump -Z root -U -n -s 200 -i "$V_C" -w "$WORK/kernel.pcap" "tcp port $KPORT"
+bg KCAP "$NS_C" tcpdump-kernel tcpdump -Z root -U --immediate-mode -n -s 200 -i "$V_C" -w "$WORK/kernel.pcap" "tcp port $KPORT"
 wait_for 5 grep -q "listening on" "$WORK/tcpdump-kernel.log" || fail "tcpdump on $V_C did not start"
 ip netns exec "$NS_C" $PY -c '
 import socket, sys, time
@@ -38,7 +38,7 @@ start_echo SINK "$NS_S" 127.0.0.1:7000 --sink
 start_server SRV server --remote 127.0.0.1:7000 --no-offload
 start_client CLI client --local 127.0.0.1:5000 --remote "$S_IP4:$PUB_PORT" --profile linux --no-offload
 # The client connects on its first datagram: capture its TUN from now on.
-bg FCAP "$NS_C" tcpdump-faketcp tcpdump -Z root -U -n -s 200 -i "$TUN_C" -w "$WORK/faketcp.pcap" "tcp port $PUB_PORT"
+bg FCAP "$NS_C" tcpdump-faketcp tcpdump -Z root -U --immediate-mode -n -s 200 -i "$TUN_C" -w "$WORK/faketcp.pcap" "tcp port $PUB_PORT"
 wait_for 5 grep -q "listening on" "$WORK/tcpdump-faketcp.log" || fail "tcpdump on $TUN_C did not start"
 out=$(udp "$NS_C" send --target 127.0.0.1:5000 --count 3 --size 1000 --interval 0.1) || fail "udp send: $out"
 sleep 0.5
@@ -47,7 +47,7 @@ step "a default-profile client's SYN, for the p0f contrast"
 start_faketcp CLI2 "$NS_C" client2 client --local 127.0.0.1:5001 --remote "$S_IP4:$PUB_PORT" --tun "fttd$SUF" \
     --tun-local 192.168.202.1 --tun-peer 192.168.202.2 -4 --no-offload
 ip -n "$NS_C" addr show "fttd$SUF" >/dev/null 2>&1 || fail "second client TUN missing"
-bg DCAP "$NS_C" tcpdump-default tcpdump -Z root -U -n -s 200 -i "fttd$SUF" -w "$WORK/default.pcap" "tcp port $PUB_PORT"
+bg DCAP "$NS_C" tcpdump-default tcpdump -Z root -U --immediate-mode -n -s 200 -i "fttd$SUF" -w "$WORK/default.pcap" "tcp port $PUB_PORT"
 wait_for 5 grep -q "listening on" "$WORK/tcpdump-default.log" || fail "tcpdump on the default client's TUN did not start"
 out=$(udp "$NS_C" send --target 127.0.0.1:5001 --count 1 --size 100) || fail "udp send (default): $out"
 sleep 0.5

@@ -43,6 +43,7 @@ run_stream() {  # run_stream NAME CLIENT_ARGS...: echo stream of 1 flow, 3000 da
         || fail "$name: load: $out"
     sleep 0.3  # the last delayed ACKs
     stop_pid "$CLI" TERM 5
+    sleep 1.2  # tcpdump (not in immediate mode) hands packets over about once a second
     stop_pid "$CAP" INT 3
 }
 
