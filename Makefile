@@ -11,10 +11,14 @@
 #   make netns-test-asan (root) the netns suite against build/asan/faketcp (ASan+UBSan)
 #   make netns-test-tsan (root) the threaded scenarios against build/tsan/faketcp (ThreadSanitizer)
 #   make bench        (root) the tunnel vs plain UDP benchmark, < 5 min (netns-tests/bench/)
-#   make deps         (root) install the Debian packages the tests need
+#   make deps         (root) install the Debian packages the tests need (netns-tests/deps.list;
+#                     DEPS=fuzz or DEPS=profile for the other groups there)
+#   make fresh-check  (root) the README's two commands (make demo, make test) as a newcomer runs
+#                     them: in a minimal Debian 12 root (debootstrap), on a clone of HEAD
 #   make clean
 #
-# CXX=clang++ works for every target.
+# CXX=clang++ works for every target (debug information is DWARF 4, which Debian 12's
+# valgrind reads; clang 14's default DWARF 5 it cannot).
 
 SHELL    := /bin/bash
 CXX      ?= g++
@@ -22,7 +26,10 @@ BUILD    ?= build
 CXXFLAGS ?= -O2 -g
 WARN     := -Wall -Wextra -Werror
 STD      := -std=c++17
-ALLFLAGS  = $(STD) $(WARN) $(CXXFLAGS)
+# valgrind 3.19 (Debian 12) gives up on clang 14's default DWARF 5 ("Possibly corrupted
+# debuginfo file"), so 29-valgrind could not run a clang build: emit DWARF 4 for both compilers.
+DWARF    := -gdwarf-4
+ALLFLAGS  = $(STD) $(WARN) $(CXXFLAGS) $(DWARF)
 SANFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 LIB_SRCS  := faketcp.cpp tun.cpp
@@ -34,21 +41,10 @@ DEMO_HDRS := $(wildcard demo/*.h)
 TEST_SRCS := $(wildcard test/*.cpp) $(wildcard demo/tests/*.cpp) demo/udp.cpp
 TEST_HDRS := $(wildcard test/*.h) $(wildcard demo/*.h)
 
-# Debian package -> a file it installs; `make deps` installs what is missing.
-TEST_PKGS := doctest-dev:/usr/include/doctest/doctest.h \
-             python3-scapy:/usr/lib/python3/dist-packages/scapy/__init__.py \
-             iproute2:/usr/sbin/ip \
-             nftables:/usr/sbin/nft \
-             iptables:/usr/sbin/iptables \
-             conntrack:/usr/sbin/conntrack \
-             socat:/usr/bin/socat \
-             wireguard-go:/usr/bin/wireguard-go \
-             wireguard-tools:/usr/bin/wg \
-             procps:/usr/bin/pkill \
-             tcpdump:/usr/bin/tcpdump \
-             p0f:/usr/sbin/p0f \
-             tshark:/usr/bin/tshark \
-             valgrind:/usr/bin/valgrind
+# Every tool the tests run and its Debian package, one "CHECK PACKAGE [GROUP]" line each:
+# the one list, read by `make deps` (installs GROUP $(DEPS)) and by the scripts' need_tool.
+DEPS_LIST := netns-tests/deps.list
+DEPS      ?= test
 IS_ROOT   := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 
 FUZZ_SECONDS ?= 60
@@ -89,17 +85,30 @@ check-doctest:
 	  else echo "doctest is missing: run 'sudo apt-get install -y --no-install-recommends doctest-dev' (or 'sudo make deps')" >&2; exit 1; fi; \
 	fi
 
+# Installs (as root) the packages of every tool of group $(DEPS) that is missing, then
+# checks each tool again; without root it names the install command instead.
 deps:
-	@missing=""; for pf in $(TEST_PKGS); do \
-	  p=$${pf%%:*}; f=$${pf#*:}; [ -e "$$f" ] || missing="$$missing $$p"; done; \
-	if [ -z "$$missing" ]; then echo "deps: all test packages present"; exit 0; fi; \
+	@missing=""; n=0; \
+	while read -r chk pkg; do n=$$((n + 1)); \
+	  $(call dep_present,$$chk) || case " $$missing " in *" $$pkg "*) ;; *) missing="$$missing $$pkg";; esac; \
+	done < <($(call dep_lines,$(DEPS))); \
+	[ "$$n" -gt 0 ] || { echo "deps: $(DEPS_LIST) lists no tool of group '$(DEPS)'" >&2; exit 1; }; \
+	if [ -z "$$missing" ]; then echo "deps: all $$n tools of group $(DEPS) present ($(DEPS_LIST))"; exit 0; fi; \
 	if [ "$(IS_ROOT)" != yes ]; then \
 	  echo "missing packages:$$missing — run: sudo apt-get install -y --no-install-recommends$$missing" >&2; exit 1; fi; \
 	echo "deps: installing$$missing"; \
 	export DEBIAN_FRONTEND=noninteractive; \
 	echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections 2>/dev/null || true; \
-	apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $$missing >/dev/null \
-	  || { echo "deps: apt-get install$$missing failed" >&2; exit 1; }
+	out=$$(mktemp); { apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; } >"$$out" 2>&1 \
+	  || { tail -n 20 "$$out" >&2; rm -f "$$out"; echo "deps: apt-get install$$missing failed" >&2; exit 1; }; \
+	rm -f "$$out"; \
+	while read -r chk pkg; do \
+	  $(call dep_present,$$chk) || { echo "deps: $$chk still missing after installing $$pkg ($(DEPS_LIST))" >&2; exit 1; }; \
+	done < <($(call dep_lines,$(DEPS)))
+# dep_lines GROUP: "CHECK PACKAGE" for each tool of GROUP in the list.
+dep_lines = awk -v g="$(1)" '!/^[[:space:]]*(\#|$$)/ && ($$3 == "" ? "test" : $$3) == g { print $$1, $$2 }' $(DEPS_LIST)
+# dep_present CHECK: a command (PATH plus the sbin directories) or an existing path/glob.
+dep_present = case "$(1)" in /*) compgen -G "$(1)" >/dev/null;; *) PATH="$$PATH:/usr/sbin:/sbin" command -v "$(1)" >/dev/null;; esac
 
 unit-test: $(BUILD)/unit_tests
 	$(BUILD)/unit_tests
@@ -151,9 +160,14 @@ bench: $(BUILD)/faketcp $(BUILD)/udpgen $(BUILD)/alloccount.so
 	@$(MAKE) --no-print-directory deps
 	bash netns-tests/bench/bench.sh $(BUILD)/faketcp $(BUILD)/udpgen $(BUILD)/alloccount.so
 
-$(BUILD)/fuzz/%: test/fuzz/%.cpp $(LIB_SRCS) $(LIB_HDRS)
+$(BUILD)/fuzz/%: test/fuzz/%.cpp $(LIB_SRCS) $(LIB_HDRS) | fuzz-deps
 	@mkdir -p $(BUILD)/fuzz
 	clang++ $(FUZZ_FLAGS) -I. -o $@ $< $(LIB_SRCS)
+
+# clang and libFuzzer's runtime (group fuzz of the list).
+.PHONY: fuzz-deps
+fuzz-deps:
+	@$(MAKE) --no-print-directory deps DEPS=fuzz
 
 # Each target runs from its checked-in seed corpus (copied, so runs never
 # grow the repository) for FUZZ_SECONDS.
@@ -227,6 +241,13 @@ netns-test-tsan: $(BUILD)/tsan/faketcp
 	    echo "netns-test-tsan: ThreadSanitizer reports (kept in $$rep):" >&2; \
 	    for f in $$rep/*; do echo "--- $$f" >&2; head -n 80 "$$f" >&2; done; exit 1; fi; \
 	  rm -rf "$$rep"; echo "netns-test-tsan: no ThreadSanitizer report"; exit $$rc
+
+# The README's two commands in a minimal Debian 12 root on a clone of HEAD (committed
+# work only): proves netns-tests/deps.list complete. The root is cached in /var/cache/faketcp-ci.
+.PHONY: fresh-check
+fresh-check:
+	@if [ "$(IS_ROOT)" != yes ]; then echo "make fresh-check needs root (debootstrap, chroot, mounts): run 'sudo make fresh-check'" >&2; exit 1; fi
+	bash .ci/fresh-check.sh
 
 clean:
 	rm -rf $(BUILD)

@@ -56,12 +56,22 @@ Status Status::error(Errc code, std::string message, int sys_errno) {
     return s;
 }
 
-Status Status::from_errno(std::string what, int sys_errno) {
+namespace {
+// strerror_r is the XSI one (int) or the GNU one (char*) depending on the
+// feature macros; both overloads make either compile.
+[[maybe_unused]] const char* strerror_result(int /*xsi*/, const char* buf) { return buf; }
+[[maybe_unused]] const char* strerror_result(const char* gnu, const char* /*buf*/) { return gnu; }
+}  // namespace
+
+Status Status::from_errno(std::string what, int sys_errno, std::string_view hint) {
+    char buf[128] = {};
     std::string msg = std::move(what);
     msg += ": ";
-    msg += strerror(sys_errno);
-    if (sys_errno == EPERM || sys_errno == EACCES)
-        msg += " — needs CAP_NET_ADMIN (run as root or setcap cap_net_admin+ep)";
+    msg += strerror_result(strerror_r(sys_errno, buf, sizeof buf), buf);  // thread-safe, unlike strerror
+    if (!hint.empty()) {
+        msg += " \u2014 ";
+        msg += hint;
+    }
     return error(Errc::system, std::move(msg), sys_errno);
 }
 
@@ -87,6 +97,7 @@ const char* to_string(CloseReason r) {
         case CloseReason::peer_reset: return "peer_reset";
         case CloseReason::local_close: return "local_close";
         case CloseReason::handshake_timeout: return "handshake_timeout";
+        case CloseReason::peer_dead: return "peer_dead";
     }
     return "?";
 }
@@ -687,7 +698,21 @@ struct Conn {
     Profile profile = Profile::phantun;
     LinuxState lx;  // linux_tcp only
 
-    TimePoint timer() const { return std::min(handshake_deadline, ack_due); }
+    // Liveness (established only; see "Liveness" in faketcp.h).
+    TimePoint keepalive_due = kNever;     // next probe or peer_dead check
+    TimePoint last_rx = kNever;           // the last segment from the peer
+    TimePoint discovery_probe = kNever;   // the one probe sent whatever arrives
+    TimePoint send_run_start = kNever;    // first datagram sent since last_rx (rule b)
+    TimePoint last_send = kNever;         // the last datagram sent
+    TimePoint last_probe = kNever;        // the last probe sent
+    TimePoint answer_allowed = TimePoint{};  // probe answers: rate limit
+    uint32_t snd_una = 0;                 // the highest ack the peer sent
+    uint32_t probes_since_rx = 0;         // idle probes sent since last_rx
+    bool awaiting_answer = false;         // a probe went out; no payload-less segment since
+    bool peer_answers = false;            // the peer answered a probe: rule (a) applies
+    bool peer_sent_data = false;          // rule (b) applies
+
+    TimePoint timer() const { return std::min({handshake_deadline, ack_due, keepalive_due}); }
 };
 
 // ===========================================================================
@@ -866,7 +891,7 @@ public:
     void release(Conn& c) {
         c.slot = SlotState::free;
         c.generation = c.generation + 1 == 0 ? 1 : c.generation + 1;
-        c.handshake_deadline = c.ack_due = c.timer_queued = kNever;
+        c.handshake_deadline = c.ack_due = c.timer_queued = c.keepalive_due = kNever;
         free_.push_back(static_cast<uint32_t>(&c - conns_.data()));
     }
 
@@ -985,6 +1010,11 @@ struct Stack::Impl {
         if (cfg.mtu > 65535) cfg.mtu = 65535;
         if (cfg.handshake_attempts == 0) cfg.handshake_attempts = 1;
         if (cfg.handshake_attempts > 255) cfg.handshake_attempts = 255;
+        // Bounded so that interval * (probes + 1) stays far from overflowing.
+        if (cfg.keepalive_interval < Duration::zero()) cfg.keepalive_interval = Duration::zero();
+        if (cfg.keepalive_interval > std::chrono::hours(24)) cfg.keepalive_interval = std::chrono::hours(24);
+        if (cfg.keepalive_probes == 0) cfg.keepalive_probes = 1;
+        if (cfg.keepalive_probes > 255) cfg.keepalive_probes = 255;
         rng.state = cfg.seed;
         table.init(cfg.max_connections, rng.next());
         timers.reserve(size_t{cfg.max_connections} * 2);
@@ -1177,10 +1207,14 @@ struct Stack::Impl {
 
     // Every acceptable segment: the peer's window and acknowledgement
     // (tcp_ack_update_window), and its TSval to echo, taken only from a
-    // segment that starts at or before our last ACK (RFC 7323 §4.3).
+    // segment that starts at or before our last ACK (RFC 7323 §4.3). A
+    // keepalive probe (no payload, seq before RCV.NXT) fails the kernel's
+    // tcp_sequence check, so its TSval is never echoed: the answer carries
+    // the TSecr the last acceptable segment set, as the kernel's dupack does.
     void linux_track_peer(Conn& c, const Segment& seg) {
         LinuxState& lx = c.lx;
-        if (lx.ts_ok && seg.opts.has_ts && !seq_after(SeqNum{seg.seq}, SeqNum{c.last_ack_sent}) &&
+        const bool probe = seg.payload.size == 0 && seq_before(SeqNum{seg.seq}, SeqNum{c.rcv_nxt});
+        if (lx.ts_ok && seg.opts.has_ts && !probe && !seq_after(SeqNum{seg.seq}, SeqNum{c.last_ack_sent}) &&
             !seq_before(SeqNum{seg.opts.tsval}, SeqNum{lx.ts_recent}))
             lx.ts_recent = seg.opts.tsval;
         if (seg.has(kAck) && !seq_before(SeqNum{seg.ack}, SeqNum{lx.snd_una}) &&
@@ -1432,6 +1466,7 @@ struct Stack::Impl {
 
     void fire_timers(Conn& c, TimePoint now) {
         if (c.handshake_deadline <= now) on_handshake_deadline(c, now);
+        if (c.slot == SlotState::live && c.keepalive_due <= now) on_keepalive(c, now);
         if (c.slot == SlotState::live && c.ack_due <= now) {
             c.ack_due = kNever;
             if (c.state == ConnState::established && c.rcv_nxt != c.last_ack_sent) {
@@ -1451,6 +1486,147 @@ struct Stack::Impl {
         ++c.attempts;
         ++stats.syn_retransmits;
         c.handshake_deadline = now + handshake_interval(c);
+    }
+
+    // --- liveness (see "Liveness" in faketcp.h) -------------------------------
+
+    // Probe answers per connection: at most one per this gap.
+    static constexpr Duration kProbeAnswerGap = std::chrono::milliseconds(200);
+
+    bool keepalive_on() const { return cfg.keepalive_interval > Duration::zero(); }
+    // The accepting side lags a quarter interval, so that between two faketcp
+    // ends the client's probes (and the answers) usually keep both quiet.
+    Duration keepalive_lag(const Conn& c) const {
+        return c.is_client ? Duration::zero() : cfg.keepalive_interval / 4;
+    }
+    // D: how long a path may stay silent before it is declared dead.
+    Duration dead_span() const {
+        return cfg.keepalive_interval * static_cast<Duration::rep>(cfg.keepalive_probes + 1);
+    }
+    TimePoint next_idle_probe(const Conn& c) const {
+        if (c.probes_since_rx == 0) return c.last_rx + keepalive_lag(c) + cfg.keepalive_interval;
+        return c.last_probe + cfg.keepalive_interval;
+    }
+    // Rule (a): the peer answers probes and the last of `keepalive_probes`
+    // unanswered ones is one interval old. Counting probes actually sent
+    // (not time alone) keeps a process that was paused from killing its
+    // connections on waking up.
+    TimePoint dead_by_probes(const Conn& c) const {
+        if (!c.peer_answers || c.probes_since_rx < cfg.keepalive_probes) return kNever;
+        return c.last_probe + cfg.keepalive_interval;
+    }
+    // Rule (b): a peer that sends data, and a run of our datagrams D long with
+    // nothing back.
+    TimePoint dead_by_silence(const Conn& c) const {
+        if (!c.peer_sent_data || c.send_run_start == kNever) return kNever;
+        return c.send_run_start + dead_span();
+    }
+
+    void plan_keepalive(Conn& c) {
+        if (!keepalive_on() || c.state != ConnState::established) return;
+        c.keepalive_due =
+            std::min({next_idle_probe(c), c.discovery_probe, dead_by_probes(c), dead_by_silence(c)});
+    }
+
+    void start_keepalive(Conn& c, TimePoint now) {
+        c.snd_una = c.iss + 1;  // the handshake acknowledged our SYN
+        c.last_rx = now;
+        if (!keepalive_on()) return;
+        c.discovery_probe = now + keepalive_lag(c) + cfg.keepalive_interval;
+        plan_keepalive(c);
+    }
+
+    // Any acceptable segment from the peer: it is alive.
+    void note_alive(Conn& c, const Segment& seg, TimePoint now) {
+        if (seq_after(SeqNum{seg.ack}, SeqNum{c.snd_una}) && !seq_after(SeqNum{seg.ack}, SeqNum{c.snd_nxt}))
+            c.snd_una = seg.ack;
+        c.last_rx = now;
+        c.probes_since_rx = 0;
+        c.send_run_start = kNever;
+        plan_keepalive(c);
+    }
+
+    // A datagram went out: a run of sends starts, or goes on (rule b).
+    void note_send(Conn& c, TimePoint now) {
+        if (!keepalive_on()) return;
+        const bool new_run = c.send_run_start == kNever || c.last_send == kNever ||
+                             now - c.last_send > cfg.keepalive_interval;
+        c.last_send = now;
+        if (!new_run) return;
+        c.send_run_start = now;
+        if (c.peer_sent_data) {
+            plan_keepalive(c);
+            schedule(c);
+        }
+    }
+
+    void on_keepalive(Conn& c, TimePoint now) {
+        c.keepalive_due = kNever;
+        if (dead_by_probes(c) <= now) {
+            declare_dead(c);
+            return;
+        }
+        if (dead_by_silence(c) <= now) {
+            if (now - c.last_send <= cfg.keepalive_interval) {
+                declare_dead(c);
+                return;
+            }
+            c.send_run_start = kNever;  // we stopped sending before D was up: no verdict
+        }
+        const bool idle_due = next_idle_probe(c) <= now;
+        if (idle_due || c.discovery_probe <= now) {
+            send_probe(c, now);
+            c.discovery_probe = kNever;  // a probe went out: the peer can show it answers
+            if (idle_due) ++c.probes_since_rx;
+        }
+        plan_keepalive(c);
+    }
+
+    // seq = SND.UNA - 1: already acknowledged by the peer, so a TCP receiver
+    // (this Stack included) answers with a pure ACK and delivers nothing.
+    void send_probe(Conn& c, TimePoint now) {
+        c.last_probe = now;  // even if the queue is full: the schedule moves on
+        c.awaiting_answer = true;
+        if (emit_conn(c, c.snd_una - 1, kAck)) ++stats.keepalive_probes_sent;
+    }
+
+    // A payload-less segment on an established connection: a probe to answer,
+    // an answer to ours, or an ACK.
+    void on_payloadless(Conn& c, const Segment& seg, TimePoint now) {
+        if (seq_before(SeqNum{seg.seq}, SeqNum{c.rcv_nxt})) {
+            answer_probe(c, now);
+            return;
+        }
+        // A TCP answer acknowledges at least SND.UNA. phantun answers the
+        // first probe after its own last segment by accident (the probe's seq
+        // moves its ack back, which trips its 128 MiB rule) with ack = the
+        // probe's seq, one before SND.UNA: proof of life, but no sign that it
+        // answers probes.
+        if (c.awaiting_answer && !seq_before(SeqNum{seg.ack}, SeqNum{c.snd_una})) {
+            c.awaiting_answer = false;
+            c.peer_answers = true;
+            ++stats.keepalive_probes_answered;
+            plan_keepalive(c);
+        }
+    }
+
+    void answer_probe(Conn& c, TimePoint now) {
+        if (now < c.answer_allowed) {
+            drop(DropReason::reply_rate_limited);
+            return;
+        }
+        c.answer_allowed = now + kProbeAnswerGap;
+        if (emit_conn(c, c.snd_nxt, kAck)) ++stats.keepalive_answers_sent;
+    }
+
+    // The peer went silent on a path it answers on: a best-effort RST (it
+    // frees the peer's side if only our direction of the path works), then
+    // the closed event.
+    void declare_dead(Conn& c) {
+        emit_conn(c, c.snd_nxt, kRst);
+        ++stats.peer_dead_closes;
+        count_state_leave(c);
+        hold_until_notified(c, EventType::closed, CloseReason::peer_dead);
     }
 
     // --- connection lifecycle -----------------------------------------------
@@ -1489,16 +1665,17 @@ struct Stack::Impl {
     void hold_until_notified(Conn& c, EventType terminal_type, CloseReason why) {
         table.unindex(c);
         c.slot = SlotState::closing;
-        c.handshake_deadline = c.ack_due = kNever;
+        c.handshake_deadline = c.ack_due = c.keepalive_due = kNever;
         push_event(terminal_type, c, why);
     }
 
-    void establish(Conn& c) {
+    void establish(Conn& c, TimePoint now) {
         c.state = ConnState::established;
         c.handshake_deadline = kNever;
         --stats.half_open_connections;
         ++stats.open_connections;
         ++stats.handshakes_completed;
+        start_keepalive(c, now);
     }
 
     Conn* new_conn(const Endpoint& local, const Endpoint& remote, ConnState state, Profile profile) {
@@ -1616,11 +1793,10 @@ struct Stack::Impl {
         c.irs = seg.seq;
         c.rcv_nxt = seg.seq + 1;
         if (c.profile == Profile::linux_tcp) linux_negotiate(c, seg);
-        establish(c);
+        establish(c, now);
         send_pure_ack(c);
         push_event(EventType::connected, c);
         schedule(c);
-        (void)now;
     }
 
     void on_syn_received(Conn& c, const Segment& seg, TimePoint now) {
@@ -1655,7 +1831,7 @@ struct Stack::Impl {
             drop(DropReason::bad_ack);
             return;
         }
-        establish(c);
+        establish(c, now);
         c.last_ack_sent = c.rcv_nxt;
         push_event(EventType::accepted, c);
         if (c.profile == Profile::linux_tcp) {
@@ -1699,8 +1875,11 @@ struct Stack::Impl {
             return;
         }
         if (c.profile == Profile::linux_tcp) linux_track_peer(c, seg);
+        note_alive(c, seg, now);
         if (seg.payload.size == 0) {
             ++stats.pure_acks_in;
+            on_payloadless(c, seg, now);
+            schedule(c);
             return;
         }
         on_data(c, seg, now);
@@ -1732,6 +1911,7 @@ struct Stack::Impl {
 
     // The highest sequence end received moves on; the payload becomes a datagram event.
     void receive_payload(Conn& c, const Segment& seg) {
+        c.peer_sent_data = true;
         uint32_t end = seg.seq + static_cast<uint32_t>(seg.payload.size);
         if (seq_after(SeqNum{end}, SeqNum{c.rcv_nxt})) c.rcv_nxt = end;
         deliver(c, seg.payload);
@@ -1859,7 +2039,7 @@ struct Stack::Impl {
         c->snd_nxt += static_cast<uint32_t>(data.size);
         ++stats.datagrams_out;
         stats.datagram_bytes_out += data.size;
-        (void)now;
+        note_send(*c, now);
         return Errc::ok;
     }
 

@@ -9,7 +9,7 @@
 // compile them with -std=c++17. No dependencies beyond libc, the C++ standard
 // library and the Linux headers.
 //
-// Layers (see DESIGN.md): wire (bytes <-> structs) and the connection state
+// Layers: wire (bytes <-> structs) and the connection state
 // machine live behind `Stack`, a sans-IO core that takes "bytes arrived at
 // time t" and "time is now t", and produces packets to transmit, events for
 // the application and its next deadline. `Tun` is the device, `Reactor` a
@@ -42,7 +42,7 @@ using Duration = Clock::duration;
 // Errors
 // ---------------------------------------------------------------------------
 
-enum class Errc {
+enum class [[nodiscard]] Errc {
     ok,
     invalid_argument,   // a parameter is out of range or malformed
     not_established,    // send() on a connection that has not finished its handshake
@@ -66,9 +66,12 @@ const char* to_string(Errc);
 class [[nodiscard]] Status {
 public:
     Status() = default;
+    // The one way to make an error: a code a program can act on and a message
+    // a person can.
     static Status error(Errc code, std::string message, int sys_errno = 0);
-    // "<what> failed: strerror(errno)" plus a hint for the common errnos.
-    static Status from_errno(std::string what, int sys_errno);
+    // A failed system call, Errc::system: "<what>: strerror(errno)[ — hint]".
+    // The hint is the caller's, who alone knows what the errno means there.
+    static Status from_errno(std::string what, int sys_errno, std::string_view hint = {});
 
     bool ok() const { return code_ == Errc::ok; }
     explicit operator bool() const { return ok(); }
@@ -182,6 +185,7 @@ enum class CloseReason : uint8_t {
     peer_reset,         // the peer sent an acceptable RST
     local_close,        // close() was called
     handshake_timeout,  // no answer after the last SYN / SYN-ACK retransmission
+    peer_dead,          // the peer went silent on a path it answers on (see StackConfig keepalive)
 };
 const char* to_string(CloseReason);
 
@@ -234,7 +238,7 @@ enum class DropReason : uint8_t {
     unexpected_syn,         // SYN on an existing connection
     half_open_limit,        // SYN refused: too many half-open connections
     table_full,             // SYN refused: connection table full
-    reply_rate_limited,     // RST or challenge ACK suppressed by the rate limit
+    reply_rate_limited,     // RST, challenge ACK or keepalive answer suppressed by a rate limit
     tx_queue_full,          // reply not queued: transmit queue full
     event_queue_full,       // datagram dropped: application is not draining events
     count_,  // not a reason: the number of reasons
@@ -259,6 +263,11 @@ struct Stats {
     uint64_t handshakes_completed = 0, handshakes_failed = 0;
     uint64_t open_connections = 0;       // established
     uint64_t half_open_connections = 0;  // syn_sent + syn_received
+    // Liveness (StackConfig::keepalive_interval): probes we sent, the
+    // payload-less answers that came back while one was outstanding, the
+    // peer's probes we answered, and connections closed as peer_dead.
+    uint64_t keepalive_probes_sent = 0, keepalive_probes_answered = 0;
+    uint64_t keepalive_answers_sent = 0, peer_dead_closes = 0;
     // Drop events by reason. An input packet counts once, for the reason it was
     // dropped; a reply suppressed by the rate limit (reply_rate_limited) or a
     // full transmit queue (tx_queue_full) counts in addition, so total_drops()
@@ -371,8 +380,47 @@ struct StackConfig {
     // it. shard_count 1: no sharding. See validate(const StackConfig&).
     uint32_t shard_count = 1;
     uint32_t shard_index = 0;
+    // Liveness of established connections. Zero interval: no probes and no
+    // peer_dead (probes from the peer are still answered). See "Liveness".
+    Duration keepalive_interval = std::chrono::seconds(5);
+    uint32_t keepalive_probes = 3;  // unanswered probes before peer_dead (0 counts as 1)
     LogFn log;
 };
+
+// Liveness: keepalive probes and peer_dead.
+//
+// Probe: when nothing has arrived from the peer for keepalive_interval, the
+// stack sends a segment without payload, ACK only, seq = SND.UNA - 1 (the
+// highest ack the peer sent us, minus one: Linux's own keepalive), and again
+// every interval while nothing arrives. A TCP receiver sees a sequence number
+// it already acknowledged and answers with a pure ACK; so does this Stack
+// (every payload-less segment with seq before RCV.NXT, at most one answer per
+// connection per 200 ms, counted in reply_rate_limited beyond that). Neither
+// probes nor answers are datagrams: payload-less segments never are, here
+// and in phantun. One probe also goes out one interval after the handshake
+// even while data flows, to learn whether the peer answers probes at all.
+// The accepting side runs its schedule a quarter interval later, so between
+// two faketcp ends usually only the client probes an idle connection.
+//
+// Any segment from the peer (data, ACK, probe, answer) is proof of life and
+// restarts the schedule. The connection closes with peer_dead (one closed
+// event; a best-effort RST goes out) when, with D = interval * (probes + 1):
+//  (a) the peer has answered a probe on this connection, and nothing arrived
+//      for D (the accepting side: D + interval / 4): the probes went
+//      unanswered; or
+//  (b) the peer has sent data on this connection, and we have been sending
+//      datagrams for D, no two more than one interval apart, while nothing
+//      came back.
+// phantun ignores payload-less segments and never answers probes, so (a)
+// never applies to it, and a phantun peer that is silent, or that receives a
+// one-way stream without ever sending, is never torn down: that path cannot
+// be checked from this side, only kept warm (the probes still refresh NAT
+// mappings on the way). (b) finds a dead path under an application that
+// echoes or answers within D; toward a peer application that sent once and
+// then only listens while we stream for longer than D it costs one
+// reconnect (the new connection's peer has sent nothing, so (b) cannot
+// fire again there).
+
 
 // The largest StackConfig::shard_count: the size of the ephemeral port
 // range 32768-60999, so every shard has at least one port.
@@ -420,7 +468,7 @@ public:
     // a connection still in its handshake, connect_failed follows.
     Errc close(ConnId conn, TimePoint now);
 
-    std::optional<ConnInfo> info(ConnId conn) const;
+    [[nodiscard]] std::optional<ConnInfo> info(ConnId conn) const;
     Errc set_user_data(ConnId conn, uint64_t value);
 
     // Input: one IP packet read from the TUN. Datagram events point into
@@ -433,7 +481,7 @@ public:
     // Input: time has passed. Fires retransmissions, timeouts and idle ACKs.
     void on_timer(TimePoint now);
     // The earliest time on_timer() has work to do, if any.
-    std::optional<TimePoint> next_deadline() const;
+    [[nodiscard]] std::optional<TimePoint> next_deadline() const;
 
     // Output: packets to write to the TUN, oldest first. Each has kTxHeadroom
     // writable bytes in front of data. Valid until tx_clear().
@@ -451,16 +499,15 @@ public:
     bool tx_checksum_partial(size_t i) const;
 
     // Output: events for the application, oldest first.
-    bool poll_event(Event& out);
+    [[nodiscard]] bool poll_event(Event& out);
 
     const Stats& stats() const;
     const StackConfig& config() const;
     // Bytes the stack allocated up front for its tables and queues.
     size_t memory_footprint() const;
 
-    struct Impl;
-
 private:
+    struct Impl;  // defined in faketcp.cpp only
     std::unique_ptr<Impl> impl_;
 };
 

@@ -57,22 +57,6 @@ constexpr uint32_t kMaxMtu = 65535;       // the TUN driver's upper bound (MAX_M
 constexpr uint32_t kMinMtuIpv6 = 1280;    // below this the kernel removes IPv6 from a device
 constexpr uint32_t kMaxQueues = 256;      // the TUN driver's MAX_TAP_QUEUES
 
-// strerror_r has a GNU and an XSI variant; these overloads accept either.
-[[maybe_unused]] const char* strerror_result(int /*xsi*/, const char* buf) { return buf; }
-[[maybe_unused]] const char* strerror_result(const char* gnu, const char* /*buf*/) { return gnu; }
-
-std::string errno_text(int err) {
-    char buf[128] = {};
-    return strerror_result(strerror_r(err, buf, sizeof buf), buf);
-}
-
-// "<operation>: <errno text>[ — <hint>]": names what failed and the fix.
-Status sys_error(const std::string& operation, int err, const std::string& hint = {}) {
-    std::string msg = operation + ": " + errno_text(err);
-    if (!hint.empty()) msg += " \u2014 " + hint;
-    return Status::error(Errc::system, std::move(msg), err);
-}
-
 Status invalid(std::string message) {
     return Status::error(Errc::invalid_argument, std::move(message));
 }
@@ -191,22 +175,22 @@ Status validate(const TunConfig& c) {
 Status open_error(int err) {
     switch (err) {
     case ENOENT:
-        return sys_error(std::string("opening ") + kTunPath, err,
+        return Status::from_errno(std::string("opening ") + kTunPath, err,
                          "the device node is missing: load the tun module (modprobe tun) "
                          "or, in a container, pass the device (docker run --device "
                          "/dev/net/tun)");
     case ENODEV:
     case ENXIO:
-        return sys_error(std::string("opening ") + kTunPath, err,
+        return Status::from_errno(std::string("opening ") + kTunPath, err,
                          "the tun driver is not loaded: modprobe tun");
     case EACCES:
     case EPERM:
-        return sys_error(std::string("opening ") + kTunPath, err,
+        return Status::from_errno(std::string("opening ") + kTunPath, err,
                          "run as root, or make the device readable and writable (usually "
                          "mode 0666) and give the program CAP_NET_ADMIN "
                          "(setcap cap_net_admin+ep)");
     default:
-        return sys_error(std::string("opening ") + kTunPath, err);
+        return Status::from_errno(std::string("opening ") + kTunPath, err);
     }
 }
 
@@ -219,25 +203,25 @@ Status setiff_error(const std::string& name, int err) {
     const std::string op = "TUNSETIFF on " + display_name(name);
     switch (err) {
     case EPERM:
-        return sys_error(op, err,
+        return Status::from_errno(op, err,
                          std::string(kNeedCapNetAdmin) +
                              "; or the device is persistent and owned by another user");
     case EBUSY:
-        return sys_error(op, err, "the name " + name +
+        return Status::from_errno(op, err, "the name " + name +
                                       " is in use: another process has that TUN device open; "
                                       "pick another name or leave it empty");
     case EINVAL:
         if (interface_exists(name)) {
-            return sys_error(op, err, "the name " + name +
+            return Status::from_errno(op, err, "the name " + name +
                                           " is in use by a device that is not a TUN device, or "
                                           "by a TUN device with other flags (multi-queue, "
                                           "packet info); pick another name");
         }
-        return sys_error(op, err, "the kernel rejected the name or the flags");
+        return Status::from_errno(op, err, "the kernel rejected the name or the flags");
     case ENFILE:
-        return sys_error(op, err, "no free name left for the pattern " + name);
+        return Status::from_errno(op, err, "no free name left for the pattern " + name);
     default:
-        return sys_error(op, err);
+        return Status::from_errno(op, err);
     }
 }
 
@@ -273,7 +257,7 @@ Status enable_offload(int fd, const std::string& name) {
     int size = static_cast<int>(offload::kVnetHdrLen);
     if (::ioctl(fd, TUNSETVNETHDRSZ, &size) < 0) {
         const int err = errno;
-        return sys_error("TUNSETVNETHDRSZ " + std::to_string(size) + " on " + name, err);
+        return Status::from_errno("TUNSETVNETHDRSZ " + std::to_string(size) + " on " + name, err);
     }
     // TUNSETOFFLOAD (Linux 2.6.27; the argument is the value, not a pointer):
     // the kernel may hand us packets with a partial checksum and TCP
@@ -283,7 +267,7 @@ Status enable_offload(int fd, const std::string& name) {
     const unsigned long features = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
     if (::ioctl(fd, TUNSETOFFLOAD, features) < 0) {
         const int err = errno;
-        return sys_error("TUNSETOFFLOAD (TUN_F_CSUM|TUN_F_TSO4|TUN_F_TSO6) on " + name, err);
+        return Status::from_errno("TUNSETOFFLOAD (TUN_F_CSUM|TUN_F_TSO4|TUN_F_TSO6) on " + name, err);
     }
     return {};
 }
@@ -311,13 +295,13 @@ Status enable_mangleid(int sock, const std::string& name) {
     std::memcpy(info_buf, &info, sizeof info);
     if (ethtool(info_buf) < 0) {
         const int err = errno;
-        return sys_error(what + " (ETHTOOL_GSSET_INFO)", err);
+        return Status::from_errno(what + " (ETHTOOL_GSSET_INFO)", err);
     }
     std::memcpy(&info, info_buf, sizeof info);
     uint32_t count = 0;
     std::memcpy(&count, info_buf + sizeof info, sizeof count);
     if (!(info.sset_mask & (uint64_t{1} << ETH_SS_FEATURES)) || count == 0 || count > 4096) {
-        return sys_error(what + ": no feature names", EOPNOTSUPP);
+        return Status::from_errno(what + ": no feature names", EOPNOTSUPP);
     }
     std::vector<uint8_t> names(sizeof(ethtool_gstrings) + size_t{count} * ETH_GSTRING_LEN);
     ethtool_gstrings gs{};
@@ -327,7 +311,7 @@ Status enable_mangleid(int sock, const std::string& name) {
     std::memcpy(names.data(), &gs, sizeof gs);
     if (ethtool(names.data()) < 0) {
         const int err = errno;
-        return sys_error(what + " (ETHTOOL_GSTRINGS)", err);
+        return Status::from_errno(what + " (ETHTOOL_GSTRINGS)", err);
     }
     uint32_t bit = count;
     for (uint32_t i = 0; i < count && bit == count; ++i) {
@@ -335,7 +319,7 @@ Status enable_mangleid(int sock, const std::string& name) {
         if (strnlen(n, ETH_GSTRING_LEN) == sizeof kFeature - 1 && std::memcmp(n, kFeature, sizeof kFeature - 1) == 0)
             bit = i;
     }
-    if (bit == count) return sys_error(what + ": this kernel has no such feature", EOPNOTSUPP);
+    if (bit == count) return Status::from_errno(what + ": this kernel has no such feature", EOPNOTSUPP);
     // Ask for that one bit.
     const uint32_t blocks = (count + 31) / 32;
     std::vector<uint8_t> req(sizeof(ethtool_sfeatures) + blocks * sizeof(ethtool_set_features_block));
@@ -349,10 +333,10 @@ Status enable_mangleid(int sock, const std::string& name) {
     const int r = ethtool(req.data());
     if (r < 0) {
         const int err = errno;
-        return sys_error(what + " (ETHTOOL_SFEATURES)", err);
+        return Status::from_errno(what + " (ETHTOOL_SFEATURES)", err);
     }
     if (r & (ETHTOOL_F_UNSUPPORTED | ETHTOOL_F_WISH)) {
-        return sys_error(what + ": the device refused it", EOPNOTSUPP);
+        return Status::from_errno(what + ": the device refused it", EOPNOTSUPP);
     }
     return {};
 }
@@ -366,7 +350,7 @@ Result<UniqueFd> control_socket() {
     UniqueFd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
     if (s.get() < 0) {
         const int err = errno;
-        return sys_error("creating a control socket for interface ioctls", err);
+        return Status::from_errno("creating a control socket for interface ioctls", err);
     }
     return s;
 }
@@ -376,7 +360,7 @@ Status if_ioctl(int sock, unsigned long request, const char* request_name,
                 const std::string& what, ifreq& ifr) {
     if (::ioctl(sock, request, &ifr) == 0) return {};
     const int err = errno;
-    return sys_error(what + " (" + request_name + ")", err,
+    return Status::from_errno(what + " (" + request_name + ")", err,
                      err == EPERM ? std::string(kNeedCapNetAdmin) : std::string());
 }
 
@@ -569,14 +553,14 @@ public:
         UniqueFd fd(::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
         if (fd.get() < 0) {
             const int err = errno;
-            return sys_error("creating a NETLINK_ROUTE socket", err);
+            return Status::from_errno("creating a NETLINK_ROUTE socket", err);
         }
         // Bound the wait so a lost ack cannot hang the caller forever.
         timeval tv{};
         tv.tv_sec = 5;
         if (::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) < 0) {
             const int err = errno;
-            return sys_error("setting SO_RCVTIMEO on the NETLINK_ROUTE socket", err);
+            return Status::from_errno("setting SO_RCVTIMEO on the NETLINK_ROUTE socket", err);
         }
         // Optional: CAP_ACK (Linux 4.3) keeps error acks small, EXT_ACK (4.12)
         // adds the kernel's own explanation. Older kernels just lack the text.
@@ -619,7 +603,7 @@ private:
             const int err = n < 0 ? errno : EMSGSIZE;  // a short send cannot happen on netlink
             if (n == static_cast<ssize_t>(len)) return {};
             if (err == EINTR) continue;
-            return sys_error(what + " (netlink send)", err);
+            return Status::from_errno(what + " (netlink send)", err);
         }
     }
 
@@ -634,11 +618,11 @@ private:
             const int err = n < 0 ? errno : 0;
             if (err == EINTR) continue;
             if (err == EAGAIN || err == EWOULDBLOCK) {
-                return sys_error(what + " (netlink)", ETIMEDOUT, "the kernel did not answer in 5 s");
+                return Status::from_errno(what + " (netlink)", ETIMEDOUT, "the kernel did not answer in 5 s");
             }
-            if (err != 0) return sys_error(what + " (netlink receive)", err);
+            if (err != 0) return Status::from_errno(what + " (netlink receive)", err);
             if (static_cast<size_t>(n) > rx_.size()) {
-                return sys_error(what + " (netlink receive)", EMSGSIZE, "reply larger than the buffer");
+                return Status::from_errno(what + " (netlink receive)", EMSGSIZE, "reply larger than the buffer");
             }
             if (from.nl_pid != 0) continue;  // only the kernel's answers count
             if (auto ack = scan_datagram(rx_.data(), static_cast<size_t>(n), seq, on_reply)) {
@@ -657,7 +641,7 @@ Status ack_error(const std::string& what, const NlAck& ack, std::string hint) {
     if (!ack.kernel_message.empty()) {
         hint += (hint.empty() ? "kernel: " : "; kernel: ") + ack.kernel_message;
     }
-    return sys_error(what, ack.error, hint);
+    return Status::from_errno(what, ack.error, hint);
 }
 
 std::string address_hint(Family family, int err, const std::string& name) {
@@ -771,7 +755,7 @@ Status wait_until_routed(Rtnl& rtnl, int ifindex, const std::string& name, const
     if (l.type != RTN_LOCAL) {
         msg += to_string(local) + " is still not a local address";
     } else if (p.error != 0) {
-        msg += "the kernel has no route to " + to_string(*peer) + " (" + errno_text(p.error) + ")";
+        msg += Status::from_errno("the kernel has no route to " + to_string(*peer), p.error).message();
     } else {
         msg += to_string(*peer) + " is routed via ifindex " + std::to_string(p.oif) +
                ", not " + name;
@@ -986,9 +970,9 @@ Result<UniqueFd> load_socket_filter(const std::vector<bpf_insn>& code, const std
     const std::string op = what + ": loading the eBPF program (bpf BPF_PROG_LOAD)";
     switch (err) {
     case ENOSYS:
-        return sys_error(op, err, "this kernel has no bpf(2) system call (CONFIG_BPF_SYSCALL, Linux 3.18)");
+        return Status::from_errno(op, err, "this kernel has no bpf(2) system call (CONFIG_BPF_SYSCALL, Linux 3.18)");
     case EPERM:
-        return sys_error(op, err,
+        return Status::from_errno(op, err,
                          "needs CAP_BPF (Linux 5.8) or CAP_SYS_ADMIN (run as root), or sysctl "
                          "kernel.unprivileged_bpf_disabled=0");
     case EINVAL:
@@ -996,15 +980,15 @@ Result<UniqueFd> load_socket_filter(const std::vector<bpf_insn>& code, const std
         // Load again with the verifier's log to say why.
         std::vector<char> log(16384, '\0');
         if (load(log.data(), static_cast<uint32_t>(log.size() - 1)) >= 0) {
-            return sys_error(op, err, "refused, then accepted with the verifier log on; retry");
+            return Status::from_errno(op, err, "refused, then accepted with the verifier log on; retry");
         }
         std::string text(log.data(), strnlen(log.data(), log.size()));
         if (text.size() > 600) text = text.substr(text.size() - 600);  // the reason is at the end
         for (char& c : text) if (c == '\n') c = ' ';
-        return sys_error(op, err, "the kernel's verifier refused it: " + text);
+        return Status::from_errno(op, err, "the kernel's verifier refused it: " + text);
     }
     default:
-        return sys_error(op, err);
+        return Status::from_errno(op, err);
     }
 }
 
@@ -1016,13 +1000,13 @@ Status set_steering(int queue_fd, int prog_fd, const std::string& what) {
     switch (err) {
     case EINVAL:
     case ENOTTY:
-        return sys_error(what + " (TUNSETSTEERINGEBPF)", err,
+        return Status::from_errno(what + " (TUNSETSTEERINGEBPF)", err,
                          "queue steering by eBPF needs Linux 4.16; without it, serve every queue "
                          "from one thread (StackDriver::attach)");
     case EBADFD:
-        return sys_error(what + " (TUNSETSTEERINGEBPF)", err, "the fd is not attached to a TUN device");
+        return Status::from_errno(what + " (TUNSETSTEERINGEBPF)", err, "the fd is not attached to a TUN device");
     default:
-        return sys_error(what + " (TUNSETSTEERINGEBPF)", err);
+        return Status::from_errno(what + " (TUNSETSTEERINGEBPF)", err);
     }
 }
 
@@ -1160,8 +1144,8 @@ Result<Tun> Tun::adopt(int fd) {
     std::memset(&ifr, 0, sizeof ifr);
     if (::ioctl(fd, TUNGETIFF, &ifr) < 0) {
         const int err = errno;
-        if (err == EBADF) return sys_error(what + " (TUNGETIFF)", err, "the fd is not open");
-        return sys_error(what + " (TUNGETIFF)", err,
+        if (err == EBADF) return Status::from_errno(what + " (TUNGETIFF)", err, "the fd is not open");
+        return Status::from_errno(what + " (TUNGETIFF)", err,
                          "not a TUN device fd, or one not yet attached with TUNSETIFF");
     }
     const std::string name(ifr.ifr_name, strnlen(ifr.ifr_name, IFNAMSIZ));
@@ -1176,7 +1160,7 @@ Result<Tun> Tun::adopt(int fd) {
         int size = 0;
         if (::ioctl(fd, TUNGETVNETHDRSZ, &size) < 0) {
             const int err = errno;
-            return sys_error(what + " (TUNGETVNETHDRSZ)", err);
+            return Status::from_errno(what + " (TUNGETVNETHDRSZ)", err);
         }
         if (size != static_cast<int>(offload::kVnetHdrLen)) {
             return invalid(what + ": " + name + " has " + std::to_string(size) +
@@ -1213,7 +1197,7 @@ Result<Tun> Tun::adopt(int fd) {
     const int flags = ::fcntl(fd, F_GETFL);
     if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
         const int err = errno;
-        return sys_error(what + ": setting O_NONBLOCK (fcntl)", err);
+        return Status::from_errno(what + ": setting O_NONBLOCK (fcntl)", err);
     }
 
     Tun tun;

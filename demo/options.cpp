@@ -40,6 +40,8 @@ enum class Flag : uint8_t {
     reply_rate,
     busy_poll,
     profile,
+    keepalive,
+    keepalive_probes,
     help,
     version,
     count_,
@@ -74,6 +76,8 @@ constexpr FlagSpec kFlags[] = {
     {Flag::reply_rate, "reply-rate", 0, true},
     {Flag::busy_poll, "busy-poll", 0, true},
     {Flag::profile, "profile", 0, true},
+    {Flag::keepalive, "keepalive", 0, true},
+    {Flag::keepalive_probes, "keepalive-probes", 0, true},
     {Flag::help, "help", 'h', false},
     {Flag::version, "version", 'V', false},
 };
@@ -91,6 +95,8 @@ constexpr uint64_t kMaxConnections = 1u << 24;
 constexpr uint64_t kMaxReplyRate = 10000000;
 constexpr uint64_t kMaxBusyPollUs = 1000;
 constexpr uint64_t kMaxSeconds = 100u * 365 * 24 * 3600;
+constexpr uint64_t kMaxKeepaliveSeconds = 86400;  // StackConfig clamps the interval to a day
+constexpr uint64_t kMaxKeepaliveProbes = 255;
 
 const FlagSpec* find_long(std::string_view name) {
     for (const FlagSpec& f : kFlags)
@@ -306,6 +312,16 @@ std::string usage(std::optional<Mode> mode) {
                 : "      --profile NAME          phantun or linux: the style of RSTs to unknown\n"
                   "                              segments. Every client is answered in its own style\n"
                   "                              (a SYN with an MSS option gets linux) (default: phantun)\n";
+    s += "      --keepalive SECONDS     probe a connection after this long without a segment from\n"
+         "                              the peer, and again every SECONDS; 0 = off: no probes, no\n"
+         "                              dead-path detection (0-86400; default: 5)\n";
+    s += std::string("      --keepalive-probes N    unanswered probes before the connection is declared\n") +
+         "                              dead (1-255; default: 3). A dead connection is " +
+         (client ? "reset and\n"
+                   "                              opened again from a new port on the flow's next datagram\n"
+                 : "reset and\n"
+                   "                              its UDP socket closed\n") +
+         "                              (see the README: phantun peers never answer probes)\n";
     s += "  -h, --help                  print this help and exit\n";
     s += "  -V, --version               print the version and exit\n";
     s += "\n"
@@ -530,6 +546,18 @@ ParseResult parse_command_line(const std::vector<std::string_view>& args, const 
         std::optional<uint64_t> v = parse_uint(text, kMaxReplyRate);
         if (!v) return fail("--reply-rate: expected a number 0-10000000 (per second), got " + quote(text));
         o.reply_rate = static_cast<uint32_t>(*v);
+    }
+    if (has(Flag::keepalive)) {
+        std::string_view text = *get(Flag::keepalive);
+        std::optional<uint64_t> v = parse_uint(text, kMaxKeepaliveSeconds);
+        if (!v) return fail("--keepalive: expected a whole number of seconds 0-86400 (0 = off), got " + quote(text));
+        o.keepalive_s = static_cast<uint32_t>(*v);
+    }
+    if (has(Flag::keepalive_probes)) {
+        std::string_view text = *get(Flag::keepalive_probes);
+        std::optional<uint64_t> v = parse_uint(text, kMaxKeepaliveProbes);
+        if (!v || *v == 0) return fail("--keepalive-probes: expected a number 1-255, got " + quote(text));
+        o.keepalive_probes = static_cast<uint32_t>(*v);
     }
     if (has(Flag::busy_poll)) {
         std::string_view text = *get(Flag::busy_poll);

@@ -47,6 +47,8 @@ struct Options {
     uint32_t reply_rate = 1000;        // StackConfig::reply_rate_per_sec
     uint32_t busy_poll_us = 0;         // Reactor::set_busy_poll; 0: off
     faketcp::Profile profile = faketcp::Profile::phantun;  // --profile: StackConfig::profile
+    uint32_t keepalive_s = 5;          // StackConfig::keepalive_interval; 0: off
+    uint32_t keepalive_probes = 3;     // StackConfig::keepalive_probes
 };
 
 // What the command line asks for. `text` is the help or version text for

@@ -86,6 +86,7 @@ const char* describe(CloseReason r) {
         case CloseReason::peer_reset: return "reset by the peer";
         case CloseReason::local_close: return "closed locally";
         case CloseReason::handshake_timeout: return "no answer to the handshake";
+        case CloseReason::peer_dead: return "the peer went silent (keepalive)";
     }
     return "?";
 }
@@ -216,7 +217,7 @@ struct TunnelCounters {
     uint64_t stale_datagrams = 0, rx_overflows = 0;
     uint64_t udp_refused = 0, udp_no_buffers = 0, udp_would_block = 0, udp_other = 0;
     // client
-    uint64_t peers = 0, connects_started = 0, connects_ok = 0, connects_lost = 0;
+    uint64_t peers = 0, connects_started = 0, connects_ok = 0, connects_lost = 0, reconnects = 0;
     uint64_t pending_full_drops = 0, pending_lost = 0, no_conn_drops = 0, table_full_drops = 0;
     // server
     uint64_t accepted = 0, peer_closed = 0, socket_errors = 0;
@@ -297,12 +298,15 @@ void log_stats(Mode mode, const std::vector<Snapshot>& per_worker, bool tun_offl
               " B), datagrams in %" PRIu64 " (%" PRIu64 " B) out %" PRIu64 " (%" PRIu64
               " B), connections open %" PRIu64 " half-open %" PRIu64 ", handshakes ok %" PRIu64 " failed %" PRIu64
               ", RST sent %" PRIu64 " received %" PRIu64 ", challenge ACKs %" PRIu64 ", idle ACKs %" PRIu64
-              ", SYN retransmits %" PRIu64 ", pure ACKs in %" PRIu64 ", TUN read errors %" PRIu64
+              ", SYN retransmits %" PRIu64 ", pure ACKs in %" PRIu64 ", keepalive probes %" PRIu64
+              " answered %" PRIu64 ", probe answers %" PRIu64 ", peer-dead %" PRIu64 ", TUN read errors %" PRIu64
               " write errors %" PRIu64 ", drops %" PRIu64 "%s",
               when, s.packets_in, s.bytes_in, s.packets_out, s.bytes_out, s.datagrams_in, s.datagram_bytes_in,
               s.datagrams_out, s.datagram_bytes_out, s.open_connections, s.half_open_connections,
               s.handshakes_completed, s.handshakes_failed, s.rst_sent, s.rst_received, s.challenge_acks_sent,
-              s.idle_acks_sent, s.syn_retransmits, s.pure_acks_in, snap.tun_read_errors, snap.tun_write_errors,
+              s.idle_acks_sent, s.syn_retransmits, s.pure_acks_in, s.keepalive_probes_sent,
+              s.keepalive_probes_answered, s.keepalive_answers_sent, s.peer_dead_closes, snap.tun_read_errors,
+              snap.tun_write_errors,
               s.total_drops(), drops.c_str());
     if (tun_offload) {
         const StackDriver::OffloadStats& os = snap.offload;
@@ -317,13 +321,13 @@ void log_stats(Mode mode, const std::vector<Snapshot>& per_worker, bool tun_offl
     const TunnelCounters& c = snap.tunnel;
     if (mode == Mode::client) {
         block.add("stats%s: client: UDP peers %" PRIu64 ", connections opened %" PRIu64 " established %" PRIu64
-                  " failed/reset %" PRIu64 ", idle-closed %" PRIu64 ", UDP in %" PRIu64 " out %" PRIu64
+                  " failed/reset %" PRIu64 " reconnects %" PRIu64 ", idle-closed %" PRIu64 ", UDP in %" PRIu64 " out %" PRIu64
                   ", dropped: oversized %" PRIu64 " empty %" PRIu64 " handshake-queue-full %" PRIu64
                   " queued-then-lost %" PRIu64 " no-connection %" PRIu64 " tx-queue-full %" PRIu64
                   " window-full %" PRIu64 " send-errors %" PRIu64 " flow-table-full %" PRIu64 " stale %" PRIu64
                   " receive-buffer-overflow %" PRIu64 ", UDP errors: refused %" PRIu64 " no-buffers %" PRIu64
                   " would-block %" PRIu64 " other %" PRIu64 "%s",
-                  when, c.peers, c.connects_started, c.connects_ok, c.connects_lost, c.idle_closed, c.udp_in,
+                  when, c.peers, c.connects_started, c.connects_ok, c.connects_lost, c.reconnects, c.idle_closed, c.udp_in,
                   c.udp_out, c.oversize_drops, c.empty_drops, c.pending_full_drops, c.pending_lost, c.no_conn_drops,
                   c.tx_full_drops, c.window_full_drops, c.send_errors, c.table_full_drops, c.stale_datagrams,
                   c.rx_overflows,
@@ -593,6 +597,14 @@ protected:
         return false;
     }
 
+    // Resets a connection (RST on the wire). The only failure is a handle
+    // already gone (stale_handle), and then there is nothing left to reset.
+    void reset_connection(ConnId conn, TimePoint now) {
+        const Errc e = driver_.close(conn, now);
+        if (e != Errc::ok)
+            LOG_DEBUG("%s: close of connection %u: %s", mode_name(), conn.index, faketcp::to_string(e));
+    }
+
     const TunnelSetup& setup_;
     const Options& opt_;
     Reactor& reactor_;
@@ -658,6 +670,7 @@ struct ClientFlow {
     };
     State state = State::free;
     bool failure_logged = false;  // a failure was logged since the last success
+    bool had_connection = false;  // its next connection is a reconnect (counted)
     ConnId conn;
     PeerKey key;
     SockAddr peer;
@@ -693,7 +706,7 @@ public:
     void on_connected(ConnId conn, const ConnInfo& info) override {
         uint32_t f = flow_of(conn);
         if (f == kNone) {  // not ours any more: do not leave it open
-            driver_.close(conn, reactor_.now());
+            reset_connection(conn, reactor_.now());
             return;
         }
         ClientFlow& fl = flows_[f];
@@ -937,11 +950,13 @@ private:
             return false;
         }
         if (r.value().index >= by_conn_.size()) {  // outside the documented range: refuse it
-            driver_.close(r.value(), now);
+            reset_connection(r.value(), now);
             ++connect_errors_;
             return false;
         }
         ++counters_.connects_started;
+        if (fl.had_connection) ++counters_.reconnects;
+        fl.had_connection = true;
         fl.conn = r.value();
         fl.state = ClientFlow::State::connecting;
         by_conn_[fl.conn.index] = f;
@@ -955,11 +970,25 @@ private:
         if (f == kNone) return;  // closed by us: already forgotten
         ClientFlow& fl = flows_[f];
         ++counters_.connects_lost;
-        counters_.pending_lost += fl.pending.count;
-        pending_.clear(fl.pending);
         by_conn_[conn.index] = kNone;
         fl.conn = ConnId{};
         fl.state = ClientFlow::State::disconnected;
+        if (reason == CloseReason::peer_dead) {
+            // The path died, not the flow: the stack sent its best-effort RST;
+            // a new connection (a new source port, so a new NAT mapping) takes
+            // over the flow, at once if datagrams wait for it.
+            LOG_WARN("client: connection to %s for UDP peer %s lost: %s; it is opened again from a new port on "
+                     "the peer's next datagram",
+                     ep_str(setup_.remote).c_str(), to_string(fl.peer).c_str(), describe(reason));
+            fl.failure_logged = true;
+            if (fl.pending.count > 0 && !open_connection(f, reactor_.now())) {
+                counters_.pending_lost += fl.pending.count;
+                pending_.clear(fl.pending);
+            }
+            return;
+        }
+        counters_.pending_lost += fl.pending.count;
+        pending_.clear(fl.pending);
         if (!fl.failure_logged) {
             fl.failure_logged = true;
             LOG_WARN("client: connection to %s for UDP peer %s %s: %s; it is opened again on the peer's next datagram",
@@ -976,7 +1005,7 @@ private:
         ClientFlow& fl = flows_[f];
         if (fl.conn.valid()) {
             by_conn_[fl.conn.index] = kNone;
-            driver_.close(fl.conn, now);
+            reset_connection(fl.conn, now);
         }
         counters_.pending_lost += fl.pending.count;
         pending_.clear(fl.pending);
@@ -1051,7 +1080,7 @@ public:
     void on_accepted(ConnId conn, const ConnInfo& info) override {
         const TimePoint now = reactor_.now();
         if (conn.index >= flows_.size()) {
-            driver_.close(conn, now);
+            reset_connection(conn, now);
             return;
         }
         std::string error;
@@ -1070,7 +1099,7 @@ public:
                          " such errors)",
                          ep_str(info.remote).c_str(), ep_str(info.local).c_str(), ep_str(setup_.remote).c_str(),
                          error.c_str(), counters_.socket_errors);
-            driver_.close(conn, now);
+            reset_connection(conn, now);
             return;
         }
         const int fd = udp.get();
@@ -1188,7 +1217,7 @@ protected:
             if (!fl.in_use || now - fl.last_activity < idle_timeout_) continue;
             LOG_INFO("server: connection %s -> port %u idle for %s: closing it and its UDP socket",
                      ep_str(fl.client).c_str(), unsigned(opt_.local_port), seconds_str(idle_timeout_).c_str());
-            driver_.close(fl.conn, now);
+            reset_connection(fl.conn, now);
             teardown(fl);
             ++counters_.idle_closed;
             ++closed;
@@ -1200,7 +1229,7 @@ protected:
         size_t closed = 0;
         for (ServerFlow& fl : flows_) {
             if (!fl.in_use) continue;
-            driver_.close(fl.conn, now);
+            reset_connection(fl.conn, now);
             teardown(fl);
             ++closed;
         }
@@ -1295,6 +1324,8 @@ faketcp::StackConfig stack_config(const Options& o, uint32_t shards, uint32_t in
     sc.log = forward_library_log;
     sc.shard_count = shards;
     sc.shard_index = index;
+    sc.keepalive_interval = std::chrono::seconds(o.keepalive_s);
+    sc.keepalive_probes = o.keepalive_probes;
     return sc;
 }
 

@@ -14,8 +14,9 @@ start_client CLI client --local 127.0.0.1:5000 --remote "$S_IP4:$PUB_PORT" --sta
 
 # --- 200 sockets open at once (all handshakes run concurrently), then 10
 #     datagrams per flow, 4 in flight per flow: bursts of up to 800 datagrams
-#     into the client CLI's single UDP socket, which must not overflow (its
-#     buffer size, see notes/netns-findings.md F2). Every echo checked byte-exact.
+#     into the client CLI's single UDP socket, which must not overflow (the CLI
+#     sizes its buffer with SO_RCVBUFFORCE, demo/udp.h, because the default
+#     overflowed here). Every echo checked byte-exact.
 step "$FLOWS concurrent flows, 10 datagrams each"
 out=$(udp "$NS_C" load --target 127.0.0.1:5000 --flows $FLOWS --count 10 --window 4 --max 1460 --seed 2) || fail "load: $out; client ns RcvbufErrors $(udp_rcvbuf_errors "$NS_C")"
 note "$out"

@@ -13,8 +13,10 @@ APP=127.0.0.1:6000  # the client application's fixed UDP address: one flow
 
 step "start the UDP echo, the server and the client"
 start_echo ECHO "$NS_S" 127.0.0.1:7000
-start_server SRV server --remote 127.0.0.1:7000 --stats-interval 1
-start_client CLI client --local 127.0.0.1:5000 --remote "$S_IP4:$PUB_PORT" --stats-interval 1
+# Keepalive off: the injections below count every reply sniffed in a window,
+# and a probe or its answer there would read as one (liveness: 12-16).
+start_server SRV server --remote 127.0.0.1:7000 --stats-interval 1 --keepalive 0
+start_client CLI client --local 127.0.0.1:5000 --remote "$S_IP4:$PUB_PORT" --stats-interval 1 --keepalive 0
 
 # --- learn the connection's sequence numbers on the server's TUN
 step "learn the flow"

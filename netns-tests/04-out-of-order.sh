@@ -42,7 +42,7 @@ step "the server's UDP service got each once, in arrival order"
 _server_app_has() { [ "$(($(wc -l <"$WORK/server-app.hex") - before))" -ge $N ]; }
 wait_for 3 _server_app_has || true
 got=$(tail -n +"$((before + 1))" "$WORK/server-app.hex")
-[ "$got" = "$want" ] || fail "server app got $(echo "$got" | grep -c .) datagrams (want $N in injection order): $(echo "$got" | xxd -r -p | tr -c '[:print:]' ' ' | head -c 300)"
+[ "$got" = "$want" ] || fail "server app got $(echo "$got" | grep -c .) datagrams (want $N in injection order): $(echo "$got" | $PY -c 'import sys; print(bytes.fromhex("".join(sys.stdin.read().split())).decode("ascii", "replace"))' | tr -c '[:print:]' ' ' | head -c 300)"
 
 # --- and the echoes reached the client application the same way
 step "the client application got each echo once, in order"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # 05-malformed: hostile input into the server stack, on a live IPv4 and a live
 # IPv6 connection. The process stays up, each bad packet is dropped and counted
-# under its reason (notes/behaviour.md, "Input validation order"), nothing
+# under its reason (README, "Hostile input"), nothing
 # reaches the UDP service, nothing is answered, both connections keep echoing;
 # segments for unknown tuples get exactly one RST|ACK each (an RST gets none).
 source "$(dirname "$0")/lib.sh" "$@"
@@ -84,7 +84,9 @@ done
 
 # --- nothing reached the UDP service, both connections still echo
 step "nothing was delivered; both connections keep echoing"
-if grep -qiE "$(printf MALFORMED | xxd -p)|$(printf TRUNCATED | xxd -p)|$(printf MUTATED | xxd -p)" "$WORK/server-app.hex"; then
+hex() { printf '%s' "$1" | od -An -tx1 | tr -d ' \n'; }
+[ "$(hex MUTATED)" = 4d555441544544 ] || fail "od cannot hex-encode (got '$(hex MUTATED)'): the check below would match anything"
+if grep -qiE "$(hex MALFORMED)|$(hex TRUNCATED)|$(hex MUTATED)" "$WORK/server-app.hex"; then
     fail "a malformed segment reached the UDP service"
 fi
 out=$(udp "$NS_C" probe --target 127.0.0.1:5000 --bind 127.0.0.1:6000 --tries 3) || fail "IPv4 flow: $out"

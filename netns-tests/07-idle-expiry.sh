@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# 07-idle-expiry: --idle-timeout 2. A silent flow's connection is reset by the
+# 07-idle-expiry: with --idle-timeout 2 a silent flow's connection is reset by the
 # side that times it out (one RST on the wire, a log line), and the flow's next
 # datagram opens a new connection that echoes. Client side first, then server side.
 source "$(dirname "$0")/lib.sh" "$@"

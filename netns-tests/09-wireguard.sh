@@ -8,9 +8,7 @@
 source "$(dirname "$0")/lib.sh" "$@"
 need_root
 need_binary
-command -v wireguard-go >/dev/null || skip "wireguard-go is not installed (apt-get install wireguard-go)"
-command -v wg >/dev/null || skip "wg is not installed (apt-get install wireguard-tools)"
-command -v socat >/dev/null || skip "socat is not installed"
+need_tool wireguard-go wg socat ss
 topo_up
 WG_C=ftwc$SUF WG_S=ftws$SUF
 WG_IP_C=10.99.0.1 WG_IP_S=10.99.0.2

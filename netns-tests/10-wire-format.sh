@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # 10-wire-format: what the stacks put on the wire, for IPv4 and IPv6, checked
-# field by field against notes/behaviour.md: SYN seq 0 / ack 0, SYN-ACK seq 0 /
+# field by field against the README's wire table: SYN seq 0 / ack 0, SYN-ACK seq 0 /
 # ack = SYN + 1, NOP + window scale 14 on both (data offset 6, none elsewhere),
 # window 65535, IPv4 ID 0 + DF (ID numbered 0,1,2.. within a GSO batch on the wire), IPv6 tc 0 + flow 0, ACK-only data whose seq
 # advances by the payload length from 1, acks that only point where the peer's
@@ -19,7 +19,7 @@ source "$(dirname "$0")/lib.sh" "$@"
 need_root
 need_binary
 need_scapy
-command -v tcpdump >/dev/null || skip "tcpdump is not installed"
+need_tool tcpdump
 topo_up
 TUN_C6=fttd$SUF
 C6_STACK=fcca::2

@@ -85,6 +85,10 @@ is IPv6|client --local 127.0.0.1:5000 --remote '[fd00::1]:4567' -4
 --busy-poll: expected microseconds 0-1000|client "${L[@]}" --busy-poll 1001
 --busy-poll: expected microseconds 0-1000|server "${S[@]}" --busy-poll 5us
 --stats-interval: expected a whole number|server "${S[@]}" --stats-interval 1.5
+--keepalive: expected a whole number of seconds 0-86400|client "${L[@]}" --keepalive 86401
+--keepalive: expected a whole number of seconds 0-86400|server "${S[@]}" --keepalive 5s
+--keepalive-probes: expected a number 1-255|client "${L[@]}" --keepalive-probes 0
+--keepalive-probes: expected a number 1-255|server "${S[@]}" --keepalive-probes 256
 given more than once|server "${S[@]}" --local 4568
 missing value|server --local 4567 --remote
 takes no value|client "${L[@]}" --ipv4-only=yes

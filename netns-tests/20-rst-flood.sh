@@ -3,7 +3,7 @@
 # live connection kill nothing. They are written into the TUN of the side under
 # test with the connection's exact 4-tuple (the server's TUN: from the client's
 # NATed tuple; the client's TUN: from the server's public address), while a
-# paced echo flow runs over that connection. Per notes/behaviour.md every one
+# paced echo flow runs over that connection. Per the README's wire table every one
 # is dropped as rst_not_exact; those within rst_window get a challenge ACK,
 # rate-limited (reply_rate_per_sec 1000, burst 1000): sent + suppressed equals
 # the in-window count and sent stays within rate x duration + burst. The flow
@@ -17,7 +17,6 @@ N=${RST_FLOOD_COUNT:-10000}
 RATE=1000   # StackConfig::reply_rate_per_sec, the CLI's --reply-rate default
 BURST=1000  # the same burst
 APP=127.0.0.1:6000
-report() { echo "    $NAME: $*" >&2; }  # the figures, on stderr (run.sh shows it)
 
 step "start the UDP echo, the server and the client"
 start_echo ECHO "$NS_S" 127.0.0.1:7000
@@ -35,10 +34,7 @@ ip -n "$NS_S" link set "$TUN_S" txqueuelen 10000 || fail "txqueuelen on $TUN_S"
 ip -n "$NS_C" link set "$TUN_C" txqueuelen 10000 || fail "txqueuelen on $TUN_C"
 
 step "start a paced echo flow (50 datagrams/s) over one connection"
-bg FLOWS "$NS_C" flows $PY "$NT_DIR/soak_flows.py" run --target 127.0.0.1:5000 --bind-base $APP --flows 1 \
-    --rate 50 --stop-file "$WORK/stop-flows" --status "$WORK/flows.status"
-ip netns exec "$NS_C" $PY "$NT_DIR/soak_flows.py" waitall --status "$WORK/flows.status" --since "$(date +%s.%N)" \
-    --timeout 10 >/dev/null || fail "the paced flow did not echo within 10 s"
+paced_flows_start 1 "$APP"
 
 # --- server side
 step "learn the connection on the server's TUN"
@@ -75,14 +71,9 @@ stat_value "$WORK/client.log" --all >"$WORK/c2.json"
 
 step "the paced flow lost nothing"
 sleep 1
-touch "$WORK/stop-flows"
-wait "$FLOWS"
-fl=$(tail -n1 "$WORK/flows.out")
-note "flow: $fl"
-for k in lost dup corrupt foreign; do
-    [ "$(json $k <<<"$fl")" = 0 ] || fail "paced flow: $k = $(json $k <<<"$fl") ($fl)"
-done
-[ "$(json received <<<"$fl")" -gt 0 ] || fail "paced flow received nothing ($fl)"
+paced_flows_stop
+paced_flows_zero lost dup corrupt foreign
+[ "$(json received <<<"$PACED")" -gt 0 ] || fail "paced flow received nothing ($PACED)"
 fresh_stats "$WORK/server.log"
 stat_value "$WORK/server.log" --all >"$WORK/s2.json"
 fresh_stats "$WORK/client.log"
@@ -135,6 +126,6 @@ d=$(stats_delta "$WORK/c0.json" "$WORK/c1.json")
 note "client pure ACKs in during the server flood: $(delta_of pure_acks_in "$d")"
 report "$summary_s"
 report "$summary_c"
-report "paced flow: sent $(json sent <<<"$fl") received $(json received <<<"$fl") lost 0," \
-    "rtt p99 $(json rtt_ms_p99 <<<"$fl") ms; router INVALID drops $(router_invalid_drops)"
+report "paced flow: sent $(json sent <<<"$PACED") received $(json received <<<"$PACED") lost 0," \
+    "rtt p99 $(json rtt_ms_p99 <<<"$PACED") ms; router INVALID drops $(router_invalid_drops)"
 ok

@@ -20,7 +20,7 @@ topo_up
 N=${SYN_FLOOD_COUNT:-50000}
 PPS=${SYN_FLOOD_PPS:-20000}
 MAX_HALF_OPEN=1024  # StackConfig::max_half_open default
-report() { echo "    $NAME: $*" >&2; }
+
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }  # utime + stime
 # The largest half-open count in any stats dump of LOG.
@@ -38,10 +38,7 @@ ip -n "$NS_R" route add blackhole 198.18.0.0/15 || fail "blackhole route in the 
 DST_MAC=$(ip netns exec "$NS_S" cat "/sys/class/net/$V_S/address") || fail "MAC of $V_S"
 
 step "start 4 paced echo flows (50 datagrams/s each)"
-bg FLOWS "$NS_C" flows $PY "$NT_DIR/soak_flows.py" run --target 127.0.0.1:5000 --bind-base 127.0.0.1:6000 \
-    --flows 4 --rate 50 --stop-file "$WORK/stop-flows" --status "$WORK/flows.status"
-ip netns exec "$NS_C" $PY "$NT_DIR/soak_flows.py" waitall --status "$WORK/flows.status" --since "$(date +%s.%N)" \
-    --timeout 10 >/dev/null || fail "the paced flows did not echo within 10 s"
+paced_flows_start 4 127.0.0.1:6000
 sleep 1
 fresh_stats "$WORK/server.log"
 stat_value "$WORK/server.log" --all >"$WORK/s0.json"
@@ -75,17 +72,12 @@ rss_growth=$((rss1 - rss0))
 
 step "the established flows lost less than 1% during the flood"
 # Stop them now: their run covers the flood and nothing else of note.
-touch "$WORK/stop-flows"
-wait "$FLOWS"
-fl=$(tail -n1 "$WORK/flows.out")
-note "flows: $fl"
-fsent=$(json sent <<<"$fl") flost=$(json lost <<<"$fl")
+paced_flows_stop
+fsent=$(json sent <<<"$PACED") flost=$(json lost <<<"$PACED")
 loss_pct=$(awk -v l="$flost" -v s="$fsent" 'BEGIN { printf "%.3f", 100 * l / s }')
 awk -v p="$loss_pct" 'BEGIN { exit !(p < 1.0) }' || fail "the established flows lost $flost of $fsent datagrams ($loss_pct%)"
-for k in dup corrupt foreign; do
-    [ "$(json $k <<<"$fl")" = 0 ] || fail "paced flows: $k = $(json $k <<<"$fl") ($fl)"
-done
-[ -z "$(json flows_never_echoed <<<"$fl" | tr -d '[]')" ] || fail "a flow never echoed ($fl)"
+paced_flows_zero dup corrupt foreign
+[ -z "$(json flows_never_echoed <<<"$PACED" | tr -d '[]')" ] || fail "a flow never echoed ($PACED)"
 
 step "the half-open connections time out (6 s after the last one was accepted)"
 wait_for 15 _half_open_zero || fail "half-open connections still $(stat_value "$WORK/server.log" half_open_connections) after 15 s"
@@ -115,7 +107,7 @@ report "$written SYNs in $(json seconds <<<"$inj") s ($(json pps <<<"$inj")/s); 
     "control packets out (SYN-ACKs, ACKs) $(( $(delta_of packets_out "$d2") - $(delta_of datagrams_out "$d2") ))"
 report "server CPU during the flood: $(awk -v t=$((cpu1 - cpu0)) -v h="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / h }') s"
 report "server VmRSS: before $rss0 KiB, after the flood $rss1 KiB (+$rss_growth), after the timeouts $rss2 KiB"
-report "established flows: $flost of $fsent datagrams lost ($loss_pct%), rtt p99 $(json rtt_ms_p99 <<<"$fl") ms," \
-    "max $(json rtt_ms_max <<<"$fl") ms; recovered $(awk -v a="$t_recovered" -v b="$t_flood" 'BEGIN { printf "%.1f", a - b }') s" \
+report "established flows: $flost of $fsent datagrams lost ($loss_pct%), rtt p99 $(json rtt_ms_p99 <<<"$PACED") ms," \
+    "max $(json rtt_ms_max <<<"$PACED") ms; recovered $(awk -v a="$t_recovered" -v b="$t_flood" 'BEGIN { printf "%.1f", a - b }') s" \
     "after the flood began; new flow: $out"
 ok

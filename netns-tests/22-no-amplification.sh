@@ -7,8 +7,7 @@
 # kernel (an nft counter in that namespace) and by the CLI (rst_sent), must
 # stay within R x duration + R, the rest be counted reply_rate_limited.
 #  A) 100 000 into the server, default rate (StackConfig: 1000/s);
-#  B) 20 000 into the client started with --reply-rate 300 (when the CLI has
-#     the flag): the knob is honoured, and the client side is bounded too.
+#  B) 20 000 into the client started with --reply-rate 300: the knob is honoured, and the client side is bounded too.
 # A paced echo flow over a real connection meanwhile loses nothing.
 source "$(dirname "$0")/lib.sh" "$@"
 need_root
@@ -20,18 +19,11 @@ NB=${AMP_COUNT_B:-20000}
 PPS=${AMP_PPS:-20000}
 RATE_A=1000  # StackConfig::reply_rate_per_sec default (also the burst)
 RATE_B=300
-report() { echo "    $NAME: $*" >&2; }
-HAVE_RATE_FLAG=0
-"$FAKETCP" client --help 2>&1 | grep -q -- --reply-rate && HAVE_RATE_FLAG=1
 
 step "start the UDP echo, the server and the client"
 start_echo ECHO "$NS_S" 127.0.0.1:7000
 start_server SRV server --remote 127.0.0.1:7000 --stats-interval 1
-if [ $HAVE_RATE_FLAG = 1 ]; then
-    start_client CLI client --local 127.0.0.1:5000 --remote "$S_IP4:$PUB_PORT" --stats-interval 1 --reply-rate $RATE_B
-else
-    start_client CLI client --local 127.0.0.1:5000 --remote "$S_IP4:$PUB_PORT" --stats-interval 1
-fi
+start_client CLI client --local 127.0.0.1:5000 --remote "$S_IP4:$PUB_PORT" --stats-interval 1 --reply-rate $RATE_B
 # Room for the flood in the TUNs' queues (see 20-rst-flood): measure the stack, not the host.
 ip -n "$NS_S" link set "$TUN_S" txqueuelen 10000 || fail "txqueuelen on $TUN_S"
 ip -n "$NS_C" link set "$TUN_C" txqueuelen 10000 || fail "txqueuelen on $TUN_C"
@@ -52,10 +44,7 @@ done
 rst_out() { ip netns exec "$1" nft list counter inet ftamp rst_out | awk '/packets/ {print $2}'; }
 
 step "start a paced echo flow (50 datagrams/s)"
-bg FLOWS "$NS_C" flows $PY "$NT_DIR/soak_flows.py" run --target 127.0.0.1:5000 --bind-base 127.0.0.1:6000 \
-    --flows 1 --rate 50 --stop-file "$WORK/stop-flows" --status "$WORK/flows.status"
-ip netns exec "$NS_C" $PY "$NT_DIR/soak_flows.py" waitall --status "$WORK/flows.status" --since "$(date +%s.%N)" \
-    --timeout 10 >/dev/null || fail "the paced flow did not echo within 10 s"
+paced_flows_start 1 127.0.0.1:6000
 sleep 1.2  # the idle ACKs of the warm-up are out
 
 # flood WHO NS TUN DST LOG COUNT RATE: inject COUNT unknown segments into TUN towards
@@ -112,21 +101,12 @@ flood() {
 
 flood server "$NS_S" "$TUN_S" "$SRV_TUN4" "$WORK/server.log" "$N" $RATE_A
 alive "$SRV" || fail "the server died"
-if [ $HAVE_RATE_FLAG = 1 ]; then
-    flood client "$NS_C" "$TUN_C" "$CLI_TUN4" "$WORK/client.log" "$NB" $RATE_B
-    alive "$CLI" || fail "the client died"
-else
-    report "B skipped: the CLI has no --reply-rate flag"
-fi
+flood client "$NS_C" "$TUN_C" "$CLI_TUN4" "$WORK/client.log" "$NB" $RATE_B
+alive "$CLI" || fail "the client died"
 
 step "the paced flow lost nothing"
-touch "$WORK/stop-flows"
-wait "$FLOWS"
-fl=$(tail -n1 "$WORK/flows.out")
-note "flow: $fl"
-for k in lost dup corrupt foreign; do
-    [ "$(json $k <<<"$fl")" = 0 ] || fail "paced flow: $k = $(json $k <<<"$fl") ($fl)"
-done
+paced_flows_stop
+paced_flows_zero lost dup corrupt foreign
 [ "$(stat_value "$WORK/server.log" open_connections)" = 1 ] || fail "server: the connection is gone"
-report "paced flow: sent $(json sent <<<"$fl") received $(json received <<<"$fl") lost 0, rtt p99 $(json rtt_ms_p99 <<<"$fl") ms"
+report "paced flow: sent $(json sent <<<"$PACED") received $(json received <<<"$PACED") lost 0, rtt p99 $(json rtt_ms_p99 <<<"$PACED") ms"
 ok

@@ -9,18 +9,13 @@
 #     echo; the SYNs of the other 4 are refused (table_full / half_open_limit),
 #     silently (no SYN-ACK, no RST), so those 4 never connect.
 # Throughout, the 2 established flows lose nothing and are never replaced.
-# Needs the CLI flags --max-connections and --max-half-open (notes/api-requests.md R3).
 source "$(dirname "$0")/lib.sh" "$@"
 need_root
 need_binary
 need_scapy
-help=$("$FAKETCP" server --help 2>&1)
-for f in --max-connections --max-half-open; do
-    grep -q -- "$f" <<<"$help" || skip "the CLI has no $f flag (requested in notes/api-requests.md R3)"
-done
 topo_up
 MAXC=8 MAXH=4
-report() { echo "    $NAME: $*" >&2; }
+
 max_half_open() { grep -o 'half-open [0-9]*' "$1" | awk '$2 > m { m = $2 } END { print m + 0 }'; }
 _half_open_zero() { [ "$(stat_value "$WORK/server.log" half_open_connections)" = 0 ]; }
 
@@ -36,10 +31,7 @@ ip -n "$NS_R" route add blackhole 198.18.0.0/15 || fail "blackhole route in the 
 DST_MAC=$(ip netns exec "$NS_S" cat "/sys/class/net/$V_S/address") || fail "MAC of $V_S"
 
 step "2 established flows, paced (50 datagrams/s each)"
-bg FLOWS "$NS_C" flows $PY "$NT_DIR/soak_flows.py" run --target 127.0.0.1:5000 --bind-base 127.0.0.1:6000 \
-    --flows 2 --rate 50 --stop-file "$WORK/stop-flows" --status "$WORK/flows.status"
-ip netns exec "$NS_C" $PY "$NT_DIR/soak_flows.py" waitall --status "$WORK/flows.status" --since "$(date +%s.%N)" \
-    --timeout 10 >/dev/null || fail "the paced flows did not echo within 10 s"
+paced_flows_start 2 127.0.0.1:6000
 fresh_stats "$WORK/server.log"
 stat_value "$WORK/server.log" --all >"$WORK/s0.json"
 
@@ -87,17 +79,13 @@ mho=$(max_half_open "$WORK/server.log")
 [ "$mho" -le $MAXH ] || fail "half-open connections reached $mho, above $MAXH"
 
 step "the established flows lost nothing and were never replaced"
-touch "$WORK/stop-flows"
-wait "$FLOWS"
-fl=$(tail -n1 "$WORK/flows.out")
-for k in lost dup corrupt foreign; do
-    [ "$(json $k <<<"$fl")" = 0 ] || fail "paced flows: $k = $(json $k <<<"$fl") ($fl)"
-done
+paced_flows_stop
+paced_flows_zero lost dup corrupt foreign
 alive "$SRV" || fail "the server died"
 fresh_stats "$WORK/client.log"
 report "A: 20 spoofed SYNs -> $MAXH half-open, half_open_limit $(delta_of half_open_limit "$d"), timed out $MAXH"
 report "B: 10 new peers -> $okc connected, SYNs refused $refusedB (table_full $(delta_of table_full "$dB")," \
     "half_open_limit $(delta_of half_open_limit "$dB")); open connections $MAXC; half-open peak $mho;" \
     "client connect failures $(stat_value "$WORK/client.log" mode_connections_failed_reset)"
-report "established flows: sent $(json sent <<<"$fl") received $(json received <<<"$fl") lost 0"
+report "established flows: sent $(json sent <<<"$PACED") received $(json received <<<"$PACED") lost 0"
 ok

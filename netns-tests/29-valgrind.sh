@@ -7,15 +7,16 @@
 # (valgrind --error-exitcode=1 turns any memcheck error, and with
 # --errors-for-leak-kinds=definite any definitely lost block, into status 1),
 # and each log says "ERROR SUMMARY: 0 errors" and 0 bytes definitely lost.
-# Skips without valgrind, and for a sanitizer build (ASan and valgrind exclude
+# Fails without valgrind (naming its package); skips for a sanitizer build (ASan and valgrind exclude
 # each other).
 source "$(dirname "$0")/lib.sh" "$@"
 need_root
 need_binary
-VG=$(command -v valgrind) || skip "valgrind is not installed (make valgrind-demo installs it)"
 if grep -qa "__asan_init\|__ubsan_handle" "$FAKETCP"; then skip "$FAKETCP is a sanitizer build"; fi
+need_tool valgrind
+VG=$(command -v valgrind)
 topo_up
-report() { echo "    $NAME: $*" >&2; }
+
 VGFLAGS=(--error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite
          --track-fds=no --num-callers=30)
 

@@ -37,35 +37,16 @@ import struct
 import sys
 import time
 
+from udptool import fix_checksums
+
 M32 = 0xFFFFFFFF
 ETH_P_IP = 0x0800
 ETH_P_IPV6 = 0x86DD
 
 
-def csum(b):
-    if len(b) % 2:
-        b += b"\0"
-    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
 def finish(pkt):
     """IPv4 or IPv6 + TCP bytes with both checksums recomputed."""
-    b = bytearray(pkt)
-    if b[0] >> 4 == 4:
-        ihl = (b[0] & 15) * 4
-        b[10:12] = b"\0\0"
-        b[10:12] = struct.pack("!H", csum(bytes(b[:ihl])))
-        t = ihl
-        ph = bytes(b[12:20]) + struct.pack("!BBH", 0, 6, len(b) - t)
-    else:
-        t = 40
-        ph = bytes(b[8:40]) + struct.pack("!IxxxB", len(b) - t, 6)
-    b[t + 16:t + 18] = b"\0\0"
-    b[t + 16:t + 18] = struct.pack("!H", csum(ph + bytes(b[t:])))
-    return bytes(b)
+    return bytes(fix_checksums(bytearray(pkt)))
 
 
 def template(fam, src, dst, sport, dport, flags, seq=0, ack=0, window=65535, payload=b""):

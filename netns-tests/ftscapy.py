@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """scapy tooling for the netns suite: sniff a fake-TCP flow on a TUN, inject
-segments into it, check captures against notes/behaviour.md.
+segments into it, check captures against the README's wire table.
 
 Injection writes IP packets with an AF_PACKET socket on the TUN device of the
 side under test: the kernel hands them straight to the faketcp process reading
@@ -37,6 +37,8 @@ import logging
 logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
 from scapy.all import AsyncSniffer, IP, IPv6, TCP, UDP, Raw, raw, rdpcap, conf  # noqa: E402
 from scapy.layers.inet6 import IPv6ExtHdrHopByHop  # noqa: E402
+
+from udptool import checksum as _csum  # noqa: E402
 
 conf.verb = 0
 M32 = 0xFFFFFFFF
@@ -232,15 +234,6 @@ def _fix_ip4_csum(b):
     b[10:12] = b"\0\0"
     b[10:12] = struct.pack("!H", _csum(bytes(b[:ihl])))
     return bytes(b)
-
-
-def _csum(b):
-    if len(b) % 2:
-        b += b"\0"
-    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
 
 
 def malformed_catalogue(flow):
@@ -524,7 +517,7 @@ def partial_sums(p):
 
 def cmd_wirecheck(a):
     """Fields of every segment the stack under test (--stack) emitted, per
-    notes/behaviour.md, and every checksum in the flow.
+    the README's wire table, and every checksum in the flow.
 
     --offload: the capture is of a TUN with vnet-header offloads: an ACK-only
     data segment may be a GSO super-packet (several datagrams the kernel cuts

@@ -8,8 +8,8 @@
 The line it parses (demo/tunnel.cpp, TunnelBase::log_stats):
   ... INFO stats[ at exit]: stack: packets in 5 (300 B) out 4 (200 B), datagrams in 2 (20 B)
   out 2 (20 B), connections open 1 half-open 0, handshakes ok 1 failed 0, RST sent 0 received 0,
-  challenge ACKs 0, idle ACKs 0, SYN retransmits 0, pure ACKs in 1, TUN read errors 0 write
-  errors 0, drops 3 (bad_flags=2, no_listener=1)
+  challenge ACKs 0, idle ACKs 0, SYN retransmits 0, pure ACKs in 1, keepalive probes 2 answered 1,
+  probe answers 0, peer-dead 0, TUN read errors 0 write errors 0, drops 3 (bad_flags=2, no_listener=1)
 A drop reason missing from the parenthesis is 0 (DropReason names, faketcp.h).
 tcp_drops = drops_total - ipv6_extension_headers - not_tcp: the kernel's own
 IPv6 chatter out of a new TUN (router solicitations, MLD) is not a TCP problem.
@@ -33,6 +33,8 @@ STACK = re.compile(
     r"RST sent (?P<rst_sent>\d+) received (?P<rst_received>\d+), "
     r"challenge ACKs (?P<challenge_acks_sent>\d+), idle ACKs (?P<idle_acks_sent>\d+), "
     r"SYN retransmits (?P<syn_retransmits>\d+), pure ACKs in (?P<pure_acks_in>\d+), "
+    r"keepalive probes (?P<keepalive_probes_sent>\d+) answered (?P<keepalive_probes_answered>\d+), "
+    r"probe answers (?P<keepalive_answers_sent>\d+), peer-dead (?P<peer_dead_closes>\d+), "
     r"TUN read errors (?P<tun_read_errors>\d+) write errors (?P<tun_write_errors>\d+), "
     r"drops (?P<drops_total>\d+)(?: \((?P<drops>[^)]*)\))?")
 

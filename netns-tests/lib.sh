@@ -18,7 +18,8 @@
 # Usage in a scenario:  source lib.sh "$@"  (arg 1: the faketcp binary)
 #   topo_up; start_echo ECHO_PID "$NS_S" 127.0.0.1:7000; start_server SRV_PID ...; ok
 #
-# Result lines: exactly one of `[ OK ] name`, `[FAIL] name: why`, `[SKIP] name: reason`
+# Result lines: exactly one of `[ OK ] name` (exit 0), `[FAIL] name: why` (exit 1),
+# `[SKIP] name: reason` (exit 77, so no caller can take a skip for a pass)
 # on stdout. On FAIL the tails of the logs follow, indented, and the work
 # directory is kept.
 
@@ -81,7 +82,9 @@ ok() {
     echo "[ OK ] $NAME"
     exit 0
 }
-skip() { echo "[SKIP] $NAME: $*"; exit 0; }
+skip() { echo "[SKIP] $NAME: $*"; exit 77; }
+# report TEXT: a figure worth reading after a pass, on stderr (run.sh shows it).
+report() { echo "    $NAME: $*" >&2; }
 fail() {
     echo "[FAIL] $NAME: $CUR_STEP: $*"
     _KEEP_WORK=1
@@ -101,7 +104,35 @@ need_binary() {
     [ -n "$FAKETCP" ] || fail "usage: $0 path/to/faketcp"
     [ -x "$FAKETCP" ] || fail "$FAKETCP is not an executable"
 }
-need_scapy() { $PY -c 'import scapy' 2>/dev/null || skip "$PY has no scapy (apt-get install python3-scapy)"; }
+# need_tool CHECK...: each tool (a command, or an absolute path as in deps.list) is
+# installed, or the scenario FAILS naming it and the Debian package deps.list gives
+# for it. A fail, not a skip: `make test` installs the list first, so a missing tool
+# there is a missing install step, and a skip would let the suite pass without it.
+DEPS_LIST="$NT_DIR/deps.list"
+need_tool() {
+    local t pkg
+    for t in "$@"; do
+        dep_present "$t" && continue
+        read -r pkg group <<<"$(dep_package "$t")"
+        if [ -n "$pkg" ]; then
+            [ "$group" = test ] && group="" || group=" DEPS=$group"
+            fail "needs $t (Debian package $pkg), which is not installed: run 'sudo make deps$group' (it installs netns-tests/deps.list)"
+        fi
+        fail "needs $t, which is not installed, and netns-tests/deps.list names no package for it (add a line: $t <debian-package>)"
+    done
+}
+# dep_present CHECK: a command on PATH (plus /usr/sbin, /sbin), or an existing path/glob.
+dep_present() {
+    case "$1" in
+        /*) compgen -G "$1" >/dev/null ;;
+        *) PATH="$PATH:/usr/sbin:/sbin" command -v "$1" >/dev/null 2>&1 ;;
+    esac
+}
+# dep_package CHECK: "PACKAGE GROUP" deps.list gives for CHECK (empty when it lists none).
+dep_package() {
+    awk -v t="$1" '!/^[[:space:]]*(#|$)/ && $1 == t { print $2, ($3 == "" ? "test" : $3); exit }' "$DEPS_LIST" 2>/dev/null
+}
+need_scapy() { need_tool "$PY" /usr/lib/python3/dist-packages/scapy/__init__.py; $PY -c 'import scapy' 2>/dev/null || fail "$PY cannot import scapy (Debian package python3-scapy)"; }
 
 # --- processes ----------------------------------------------------------------
 # Everything a scenario creates that could outlive it is recorded in
@@ -168,6 +199,31 @@ bg() {
     printf -v "$var" '%s' "$pid"
 }
 
+# --- paced flows: echo traffic that must survive what a scenario injects -------
+# paced_flows_start N BIND_BASE: N flows of 50 datagrams/s from the client
+# namespace (sources BIND_BASE, +1, ...) to the client CLI's UDP port 5000 and
+# back, until paced_flows_stop; returns once every flow has echoed.
+paced_flows_start() {
+    bg _PACED_PID "$NS_C" flows $PY "$NT_DIR/soak_flows.py" run --target 127.0.0.1:5000 --bind-base "$2" \
+        --flows "$1" --rate 50 --stop-file "$WORK/stop-flows" --status "$WORK/flows.status"
+    ip netns exec "$NS_C" $PY "$NT_DIR/soak_flows.py" waitall --status "$WORK/flows.status" --since "$(date +%s.%N)" \
+        --timeout 10 >/dev/null || fail "the paced flows did not echo within 10 s"
+}
+# paced_flows_stop: stop them and set PACED to their summary (one JSON line).
+paced_flows_stop() {
+    touch "$WORK/stop-flows"
+    wait "$_PACED_PID"
+    PACED=$(tail -n1 "$WORK/flows.out")
+    note "paced flows: $PACED"
+}
+# paced_flows_zero KEY...: each of these counts in PACED is 0 (lost, dup, ...).
+paced_flows_zero() {
+    local k
+    for k in "$@"; do
+        [ "$(json "$k" <<<"$PACED")" = 0 ] || fail "paced flows: $k = $(json "$k" <<<"$PACED") ($PACED)"
+    done
+}
+
 # start_faketcp VAR NS LOGNAME ROLE ARGS...: start the CLI, wait (bounded) for its
 # "ready" line. The TUN it creates dies with it (and with the namespace).
 start_faketcp() {
@@ -221,6 +277,7 @@ json() { $PY -c 'import json,sys; v=json.loads(sys.stdin.read() or "{}"); print(
 # --- the topology -------------------------------------------------------------
 topo_up() {
     step "create the topology"
+    need_tool ip nft conntrack sysctl ps "$PY"
     SUF=$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
     NS_C=ftns-$SUF-c NS_R=ftns-$SUF-r NS_S=ftns-$SUF-s
     V_C=ftcv$SUF V_RC=ftrc$SUF V_RS=ftrs$SUF V_S=ftsv$SUF  # veths
@@ -305,6 +362,7 @@ router_invalid_drops() {
 }
 # Established TCP conntrack entries towards the public port, in the router.
 router_established() {
+    need_tool conntrack
     ip netns exec "$NS_R" conntrack -L -p tcp --dport "$PUB_PORT" --state ESTABLISHED 2>/dev/null | grep -c ESTABLISHED
 }
 
@@ -358,11 +416,13 @@ delta_of() { local v; v=$(tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p"); echo "${v:-
 # (background, stopped by PID); returns once tcpdump is listening.
 capture() {
     local var=$1 ns=$2 iface=$3 file=$4
+    need_tool tcpdump
     bg "$var" "$ns" "tcpdump-$iface" tcpdump -Z root -U -n -s 0 -i "$iface" -w "$file" "tcp port $PUB_PORT"
     wait_for 5 grep -q "listening on" "$WORK/tcpdump-$iface.log" || fail "tcpdump on $iface did not start"
 }
 # ns_up: one bare namespace $NS_X (loopback only), for runs that need no topology.
 ns_up() {
+    need_tool ip ps
     SUF=$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
     NS_X=ftns-$SUF-x
     ip netns add "$NS_X" || fail "ip netns add $NS_X"

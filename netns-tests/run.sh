@@ -7,11 +7,26 @@
 # behind (namespaces, devices, processes, wireguard sockets) and prints
 #   netns: N passed, M failed, K skipped
 # Exit status: 0 when nothing failed. Needs root; each scenario skips without it.
+# A scenario exits 0 with `[ OK ]`, 1 with `[FAIL]`, $SKIP_STATUS (77) with
+# `[SKIP]`; any other pairing is a failure.
+#   run.sh --list      every scenario with the first sentence of its header
 #   NETNS_VERBOSE=1    step headings and measurements on stderr
 #   NETNS_ONLY=03      run only scenarios whose name contains this
 #   NETNS_SCENARIO_TIMEOUT=150   seconds before a scenario is stopped (TERM: it cleans up)
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
+SKIP_STATUS=77  # lib.sh's skip() exits with it
+
+# The first sentence of a scenario's header comment (the lines after #!).
+describe() {
+    awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); text = text " " $0; next } { exit }
+         END { sub(/^ /, "", text); if (match(text, /\.( |$)/)) text = substr(text, 1, RSTART); print text }' "$1"
+}
+if [ "${1:-}" = --list ]; then
+    for script in "$here"/[0-9][0-9]-*.sh; do describe "$script"; done
+    exit 0
+fi
+
 bin=${1:-}
 if [ -z "$bin" ] || [ ! -x "$bin" ]; then
     echo "usage: $0 path/to/faketcp (build it first: make build/faketcp)" >&2
@@ -43,8 +58,12 @@ for script in "$here"/[0-9][0-9]-*.sh; do
         line="[FAIL] $name: timed out after $limit s${line:+ (last: $line)}"
     elif [ -z "$line" ]; then
         line="[FAIL] $name: exited with status $rc without a result line"
+    elif [[ "$line" == "[SKIP]"* ]]; then
+        [ "$rc" = "$SKIP_STATUS" ] || line="[FAIL] $name: skipped with status $rc, not $SKIP_STATUS: $line"
     elif [ "$rc" != 0 ] && [[ "$line" != "[FAIL]"* ]]; then
         line="[FAIL] $name: exited with status $rc after: $line"
+    elif [ "$rc" = 0 ] && [[ "$line" != "[ OK ]"* ]]; then
+        line="[FAIL] $name: exited with status 0 after: $line"
     fi
     case "$line" in
         "[ OK ]"*) pass=$((pass + 1)) ;;

@@ -43,20 +43,13 @@ import struct
 import sys
 import time
 
+from udptool import checksum, fix_checksums, tcp_pseudo_header
+
 ETH_P_ALL, ETH_P_IP, ETH_P_IPV6 = 0x0003, 0x0800, 0x86DD
 PACKET_OUTGOING = 4
 SOL_PACKET, PACKET_VNET_HDR = 263, 15
 VNET_HDR_LEN = 10
 M32 = 0xFFFFFFFF
-
-
-def csum(b):
-    if len(b) % 2:
-        b += b"\0"
-    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
 
 
 def parse(b):
@@ -84,20 +77,6 @@ def parse(b):
     return (v, bytes(src), bytes(dst), sp, dp, seq, ack, off_flags & 0x3F, toff, len(b) - toff - doff)
 
 
-def fix(b):
-    """Recompute the IPv4 header and TCP checksums in place (b: bytearray)."""
-    v = b[0] >> 4
-    if v == 4:
-        b[10:12] = b"\0\0"
-        b[10:12] = struct.pack("!H", csum(bytes(b[:20])))
-        toff = 20
-        ph = bytes(b[12:20]) + struct.pack("!BBH", 0, 6, len(b) - toff)
-    else:
-        toff = 40
-        ph = bytes(b[8:40]) + struct.pack("!IxxxB", len(b) - toff, 6)
-    b[toff + 16:toff + 18] = b"\0\0"
-    b[toff + 16:toff + 18] = struct.pack("!H", csum(ph + bytes(b[toff:])))
-    return b
 
 
 def valid(b):
@@ -106,13 +85,9 @@ def valid(b):
     if p is None:
         return False
     v, toff = p[0], p[8]
-    if v == 4:
-        if csum(bytes(b[:20])) != 0 or struct.unpack_from("!H", b, 6)[0] & 0x3FFF:
-            return False
-        ph = bytes(b[12:20]) + struct.pack("!BBH", 0, 6, len(b) - toff)
-    else:
-        ph = bytes(b[8:40]) + struct.pack("!IxxxB", len(b) - toff, 6)
-    return csum(ph + bytes(b[toff:])) == 0
+    if v == 4 and (checksum(b[:20]) != 0 or struct.unpack_from("!H", b, 6)[0] & 0x3FFF):
+        return False
+    return checksum(tcp_pseudo_header(b) + bytes(b[toff:])) == 0
 
 
 class Injector:
@@ -199,7 +174,7 @@ class Injector:
     def do_garbage(self, data):
         self.stats["garbage_rounds"] += 1
         for _ in range(self.a.garbage):
-            b0 = fix(bytearray(self.rnd.choice(data)[0]))
+            b0 = fix_checksums(bytearray(self.rnd.choice(data)[0]))
             for _attempt in range(20):
                 b = bytearray(b0)
                 how = self.rnd.randrange(4)
@@ -225,7 +200,7 @@ class Injector:
     def do_dup(self, data):
         self.stats["dup_rounds"] += 1
         for b, _ in data[-self.a.replay:]:
-            if self.send(fix(bytearray(b))):
+            if self.send(fix_checksums(bytearray(b))):
                 self.stats["replayed"] += 1
 
     def do_reorder(self, data):
@@ -233,7 +208,7 @@ class Injector:
         tup = data[-1][1][1:5]
         mine = [(b, p) for b, p in data if p[1:5] == tup][-self.a.replay:]
         for b, _ in reversed(mine):
-            if self.send(fix(bytearray(b))):
+            if self.send(fix_checksums(bytearray(b))):
                 self.stats["replayed"] += 1
 
     def do_rst(self, data):
@@ -265,7 +240,7 @@ class Injector:
                 else:
                     r[4:6] = struct.pack("!H", 20)
                 struct.pack_into("!IIHH", r, toff + 4, seq, 0, 0x5004, 0)  # RST only, window 0
-                if self.send(fix(r)):
+                if self.send(fix_checksums(r)):
                     self.stats["rsts"] += 1
 
     def run(self):

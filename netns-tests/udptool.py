@@ -382,13 +382,40 @@ def cmd_nooffload(a):
     return 0 if not any(res.values()) else 1
 
 
+# --- the Internet checksum, shared by every tool here that builds or checks packets
 def checksum(b):
+    """RFC 1071: the one's complement of the one's complement sum of b."""
+    b = bytes(b)
     if len(b) % 2:
         b += b"\0"
     s = sum(int.from_bytes(b[i:i + 2], "big") for i in range(0, len(b), 2))
     while s >> 16:
         s = (s & 0xFFFF) + (s >> 16)
     return ~s & 0xFFFF
+
+
+def tcp_offset(b):
+    """Where TCP starts in an IPv4 (any IHL) or IPv6 (no extension header) packet."""
+    return (b[0] & 15) * 4 if b[0] >> 4 == 4 else 40
+
+
+def tcp_pseudo_header(b):
+    """The pseudo-header the TCP checksum of IP packet b covers (RFC 9293 / 8200)."""
+    t = tcp_offset(b)
+    if b[0] >> 4 == 4:
+        return bytes(b[12:20]) + bytes((0, 6)) + (len(b) - t).to_bytes(2, "big")
+    return bytes(b[8:40]) + (len(b) - t).to_bytes(4, "big") + bytes((0, 0, 0, 6))
+
+
+def fix_checksums(b):
+    """Recompute the IPv4 header and the TCP checksum of b (a bytearray) in place; returns b."""
+    t = tcp_offset(b)
+    if b[0] >> 4 == 4:
+        b[10:12] = b"\0\0"
+        b[10:12] = checksum(b[:t]).to_bytes(2, "big")
+    b[t + 16:t + 18] = b"\0\0"
+    b[t + 16:t + 18] = checksum(tcp_pseudo_header(b) + bytes(b[t:])).to_bytes(2, "big")
+    return b
 
 
 def main():

@@ -482,6 +482,7 @@ const char* name(ft::CloseReason v) {
         case ft::CloseReason::peer_reset: return "peer_reset";
         case ft::CloseReason::local_close: return "local_close";
         case ft::CloseReason::handshake_timeout: return "handshake_timeout";
+        case ft::CloseReason::peer_dead: return "peer_dead";
     }
     return "CloseReason(?)";
 }
@@ -539,6 +540,11 @@ ft::StackConfig base_config() {
     c.local_v4 = kStack4;
     c.local_v6 = kStack6;
     c.seed = 0x5eed;
+    return c;
+}
+
+ft::StackConfig without_keepalive(ft::StackConfig c) {
+    c.keepalive_interval = Duration::zero();
     return c;
 }
 

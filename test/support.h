@@ -97,7 +97,7 @@ struct Seg {
     uint16_t urgent = 0;
     Bytes options;  // raw TCP options; the data offset follows from their size
     Bytes payload;
-    // IP fields, defaults = the wire table (DESIGN.md, behaviour.md).
+    // IP fields, defaults = the README's wire table.
     uint8_t tos = 0;          // IPv4 TOS / IPv6 traffic class
     uint32_t flow = 0;        // IPv6 flow label
     uint16_t ip_id = 0;       // IPv4 identification
@@ -251,6 +251,10 @@ private:
 
 // Stack at 10.0.0.1 / fd00::1, seeded; tests change fields as they need.
 ft::StackConfig base_config();
+// The same with keepalive off, for timelines that watch the handshake and
+// idle-ACK timers alone (with it on, an established connection always has a
+// probe ahead).
+ft::StackConfig without_keepalive(ft::StackConfig c = base_config());
 
 class Harness {
 public:
@@ -312,6 +316,14 @@ struct Link {
 // ---------------------------------------------------------------------------
 // Root-only tests: a private network namespace for the calling thread
 // ---------------------------------------------------------------------------
+
+// True when this process may create namespaces and TUN devices.
+inline bool have_root_and_tun() { return ::geteuid() == 0 && ::access("/dev/net/tun", R_OK | W_OK) == 0; }
+
+// Decorator for a test that needs root and /dev/net/tun: without them doctest
+// reports the test as skipped (never as passed). The reason is in the name:
+// every such test ends in "(root)".
+inline doctest::skip unless_root() { return doctest::skip(!have_root_and_tun()); }
 
 // Moves this thread into a fresh network namespace and back on destruction.
 class PrivateNetns {

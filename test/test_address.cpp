@@ -173,7 +173,7 @@ TEST_CASE("enum_names_match_enumerators") {
         CHECK(std::string(ft::to_string(t)) == std::string(name(t)));
     }
     for (ft::CloseReason r : {ft::CloseReason::peer_reset, ft::CloseReason::local_close,
-                              ft::CloseReason::handshake_timeout}) {
+                              ft::CloseReason::handshake_timeout, ft::CloseReason::peer_dead}) {
         CHECK(std::string(ft::to_string(r)) == std::string(name(r)));
     }
     for (ft::ConnState s : {ft::ConnState::syn_sent, ft::ConnState::syn_received,

@@ -175,7 +175,7 @@ TEST_CASE("ack_tracks_highest_seq_end_across_wrap") {
 // ---------------------------------------------------------------------------
 
 TEST_CASE("idle_ack_sent_one_interval_after_first_unacked_data") {
-    ServerFixture f;
+    ServerFixture f(without_keepalive());
     Harness& h = f.h;
     h.at(kT0 + 10s);
     CHECK(h.stack.next_deadline() == std::nullopt);
@@ -202,7 +202,7 @@ TEST_CASE("idle_ack_timer_starts_at_first_unacked_data") {
 }
 
 TEST_CASE("idle_ack_not_sent_when_data_carried_the_ack") {
-    ServerFixture f;
+    ServerFixture f(without_keepalive());
     Harness& h = f.h;
     h.in(f.c.in.data(kIrs + 1, 1, "hello"));
     h.at(kT0 + 500ms);
@@ -226,7 +226,7 @@ TEST_CASE("idle_ack_interval_configurable") {
 }
 
 TEST_CASE("idle_ack_not_sent_for_stale_data") {
-    ServerFixture f;
+    ServerFixture f(without_keepalive());
     Harness& h = f.h;
     h.in(f.c.in.data(kIrs + 1, 1, "hello"));
     h.at(kT0 + 1s);
@@ -237,7 +237,7 @@ TEST_CASE("idle_ack_not_sent_for_stale_data") {
 }
 
 TEST_CASE("ack_every_bytes_sends_pure_ack_at_once") {
-    ServerFixture f;  // default ack_every_bytes = 128 MiB
+    ServerFixture f(without_keepalive());  // default ack_every_bytes = 128 MiB
     Harness& h = f.h;
     const uint32_t mib128 = 128u << 20;
     // last ACK sent = irs+1 (the SYN-ACK). Jump to exactly 128 MiB past it: not yet.

@@ -31,7 +31,7 @@ ConnState state_of(Harness& h, ft::ConnId c) {
 // ---------------------------------------------------------------------------
 
 TEST_CASE("syn_sent_syn_ack_connects") {
-    Harness h;
+    Harness h(without_keepalive());
     ClientConn c = start_client(h, kRemote4);  // +0 > S 0
     CHECK(state_of(h, c.id) == ConnState::syn_sent);
     CHECK(h.stats().half_open_connections == 1);
@@ -140,7 +140,7 @@ TEST_CASE("syn_sent_handshake_schedule_configurable") {
 }
 
 TEST_CASE("syn_sent_syn_ack_after_retransmit_connects_and_stops_timer") {
-    Harness h;
+    Harness h(without_keepalive());
     ClientConn c = start_client(h, kRemote4);
     h.at(kT0 + 1s);
     h.at(kT0 + 2s);
@@ -238,7 +238,7 @@ TEST_CASE("established_client_repeated_syn_ack_reacked") {
 // ---------------------------------------------------------------------------
 
 TEST_CASE("listen_syn_ack_handshake_accepted") {
-    Harness h;
+    Harness h(without_keepalive());
     h.listen(kPort);
     Path in = kIn4;
     SUBCASE("v4") { in = kIn4; }
@@ -312,7 +312,7 @@ TEST_CASE("syn_received_times_out_silently") {
 }
 
 TEST_CASE("syn_received_late_ack_accepted_and_stops_timer") {
-    Harness h;
+    Harness h(without_keepalive());
     h.listen(kPort);
     h.in(kIn4.syn(1000));
     h.at(kT0 + 1s);

@@ -32,7 +32,7 @@ UDPGEN=$(readlink -f "${2:-$BENCH_DIR/../../build/udpgen}")
 need_root
 need_binary
 [ -x "$UDPGEN" ] || fail "$UDPGEN is not an executable (make build/udpgen)"
-command -v perf >/dev/null || skip "needs perf (apt-get install -y --no-install-recommends linux-perf)"
+dep_present perf || skip "needs perf (Debian package linux-perf: sudo make deps DEPS=profile)"
 
 RATE=${SC_RATE:-20000}
 SIZE=${SC_SIZE:-1400}

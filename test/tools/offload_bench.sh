@@ -5,6 +5,8 @@
 # of a veth into a second namespace that drops them (blackhole route), so the
 # kernel does the whole forwarding path and nothing comes back.
 set -u
+PATH="$PATH:/usr/sbin:/sbin" command -v ethtool >/dev/null \
+    || { echo "$0: needs ethtool (Debian package ethtool: sudo make deps DEPS=profile, netns-tests/deps.list)" >&2; exit 1; }
 BENCH=${1:?usage: offload_bench.sh path/to/offload_bench [COUNT]}
 COUNT=${2:-200000}
 SFX=$(head -c4 /dev/urandom | od -An -tx1 | tr -d ' \n')

@@ -14,6 +14,8 @@
 #      written into tunB, or scapy); offload_probe reads tunA and reports
 #      whether they arrive as GSO super-packets and split cleanly.
 set -u
+PATH="$PATH:/usr/sbin:/sbin" command -v ethtool >/dev/null \
+    || { echo "$0: needs ethtool (Debian package ethtool: sudo make deps DEPS=profile, netns-tests/deps.list)" >&2; exit 1; }
 PROBE=${1:?usage: offload_verify.sh path/to/offload_probe}
 PY=/usr/bin/python3
 SFX=$(head -c4 /dev/urandom | od -An -tx1 | tr -d ' \n')

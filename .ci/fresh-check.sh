@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# .ci/fresh-check.sh — the README's two commands as a newcomer runs them (`make fresh-check`,
+# and a step of .ci/run). Root only.
+#
+# A minimal Debian 12 root (debootstrap --variant=minbase plus only build-essential,
+# iproute2, git and ca-certificates), a clone of this repository's HEAD inside it, then
+# the commands of the README's "Two commands" block, as root, in that root (/proc, /sys,
+# /dev bind-mounted, a fresh /run): everything else they need they must install
+# themselves (`make deps`, netns-tests/deps.list). A tool missing from the list fails
+# here even when this machine has it installed.
+#
+# The root is built once and cached as a tarball under $FRESH_CACHE
+# (/var/cache/faketcp-ci), keyed by suite, mirror and package list; each run unpacks a
+# throw-away copy, removed (after every mount under it is gone) on exit.
+#   FRESH_KEEP_LOGS=DIR   write the two commands' logs there (default: a new /tmp dir)
+# Exit status 0 only when both commands pass. On failure: the tail of the failing log.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+[ "$(id -u)" = 0 ] || { echo "fresh-check: needs root (debootstrap, chroot, mounts): run 'sudo make fresh-check'" >&2; exit 1; }
+
+SUITE=bookworm
+INCLUDE=build-essential,iproute2,git,ca-certificates
+CACHE=${FRESH_CACHE:-/var/cache/faketcp-ci}
+export DEBIAN_FRONTEND=noninteractive
+t_start=$(date +%s)
+say() { echo "fresh-check: $*"; }
+
+# The Debian mirror this machine's apt uses (deb822 or one-line sources), so the
+# root comes from where `apt-get install` here would fetch.
+host_mirror() {
+    local f
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [ -e "$f" ] || continue
+        awk 'tolower($1) == "uris:" { u = $2 } tolower($1) == "suites:" && $0 ~ /[[:space:]]'"$SUITE"'([[:space:]]|$)/ && u !~ /security/ { print u; exit }
+             /^[[:space:]]*$/ { u = "" }' "$f"
+    done
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+        [ -e "$f" ] || continue
+        awk '$1 == "deb" && $0 ~ /[[:space:]]'"$SUITE"'[[:space:]]/ && $0 !~ /security/ { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; exit } }' "$f"
+    done
+}
+MIRROR=$(host_mirror | head -n1)
+MIRROR=${MIRROR:-http://deb.debian.org/debian}
+
+# --- the cached minimal root ---------------------------------------------------
+key=$(printf '%s\n' "$SUITE" minbase "$INCLUDE" "$MIRROR" "$(dpkg --print-architecture)" | sha256sum | cut -c1-16)
+if command -v zstd >/dev/null; then comp=--zstd ext=tar.zst; else comp=--gzip ext=tar.gz; fi
+tarball="$CACHE/debian-$SUITE-minbase-$key.$ext"
+if [ ! -s "$tarball" ]; then
+    if ! command -v debootstrap >/dev/null; then
+        say "installing debootstrap"
+        { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends debootstrap >/dev/null; } \
+            || { say "apt-get install debootstrap failed" >&2; exit 1; }
+    fi
+    mkdir -p "$CACHE"
+    build=$(mktemp -d "$CACHE/build.XXXXXX")
+    trap 'rm -rf --one-file-system "$build"' EXIT
+    say "building the minimal root ($SUITE from $MIRROR, minbase + $INCLUDE), cached as $tarball"
+    if ! debootstrap --variant=minbase --include="$INCLUDE" "$SUITE" "$build/root" "$MIRROR" >"$build/debootstrap.log" 2>&1; then
+        say "debootstrap failed; its last lines:" >&2
+        tail -n 30 "$build/debootstrap.log" | sed 's/^/    | /' >&2
+        exit 1
+    fi
+    rm -rf "$build/root/var/cache/apt/archives/"*.deb
+    tar -C "$build/root" $comp -cf "$build/root.$ext" . && mv "$build/root.$ext" "$tarball"
+    rm -rf --one-file-system "$build"
+    trap - EXIT
+    say "root built and cached in $(( $(date +%s) - t_start )) s"
+fi
+
+# --- a throw-away copy, its mounts undone whatever happens ---------------------
+ROOT=$(mktemp -d /var/tmp/ftc-fresh.XXXXXX)
+MOUNTS=()
+CHILD=""  # the command running in the root: its own session, so all of it can be ended
+cleanup() {
+    local i
+    if [ -n "$CHILD" ]; then kill -TERM -- "-$CHILD" 2>/dev/null; sleep 2; kill -KILL -- "-$CHILD" 2>/dev/null; fi
+    for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do
+        umount -R "${MOUNTS[i]}" 2>/dev/null || umount -R -l "${MOUNTS[i]}" 2>/dev/null || true
+    done
+    # Never delete through a mount that is still there (it would empty /dev or /sys).
+    if findmnt -rn -o TARGET | grep -q "^$ROOT\(/\|$\)"; then
+        say "mounts under $ROOT remain; not removing it" >&2
+    else
+        rm -rf --one-file-system "$ROOT"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+tar -C "$ROOT" -xf "$tarball"
+# The root a mount point of its own: `ip netns exec` remounts / (--make-rslave) in its
+# mount namespace, which fails on a plain directory.
+mount --bind "$ROOT" "$ROOT"
+MOUNTS+=("$ROOT")
+bind() {  # bind SRC: the host's SRC at the same place in the root
+    [ -e "$1" ] || return 0
+    mkdir -p "$ROOT$1"
+    mount --bind "$1" "$ROOT$1"
+    MOUNTS+=("$ROOT$1")
+}
+bind /dev
+bind /dev/pts
+bind /dev/shm
+bind /proc
+bind /sys
+mkdir -p "$ROOT/run"
+mount -t tmpfs -o mode=755 tmpfs "$ROOT/run"  # fresh: `ip netns` keeps its namespaces here
+MOUNTS+=("$ROOT/run")
+
+# Name resolution and apt as this machine has them (sources, proxy and
+# validity settings), so `make deps` inside reaches the same archive.
+cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
+# debootstrap's one-line sources.list stays only when the host has none to copy.
+copied=0
+for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+    [ -s "$f" ] || continue
+    # only sources whose keyring the root has (debian-archive-keyring), or that name none
+    kr=$(awk 'tolower($1) == "signed-by:" { print $2 }' "$f" | head -n1)
+    kr=${kr:-$(sed -n 's/.*signed-by=\([^] ]*\).*/\1/p' "$f" | head -n1)}
+    if [ -z "$kr" ] || [ -e "$ROOT$kr" ]; then
+        [ "$copied" = 1 ] || rm -f "$ROOT/etc/apt/sources.list"
+        cp "$f" "$ROOT$f"
+        copied=1
+    fi
+done
+[ -e /etc/apt/apt.conf ] && cp /etc/apt/apt.conf "$ROOT/etc/apt/apt.conf"
+for f in /etc/apt/apt.conf.d/*; do
+    grep -qiE '^[[:space:]]*Acquire' "$f" 2>/dev/null && cp "$f" "$ROOT/etc/apt/apt.conf.d/"
+done
+
+# --- the commit under test, cloned inside with the root's own git ---------------
+commit=$(git -C "$repo" rev-parse HEAD)
+git -C "$repo" bundle create "$ROOT/root/faketcp.bundle" HEAD >/dev/null 2>&1 \
+    || { say "git bundle of HEAD failed" >&2; exit 1; }
+in_root() {  # in_root CMD: CMD by bash in the root, as root, with a login-like environment
+    local keep=() v
+    for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do
+        [ -n "${!v:-}" ] && keep+=("$v=${!v}")
+    done
+    setsid chroot "$ROOT" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 USER=root LOGNAME=root \
+        PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "${keep[@]}" /bin/bash -c "$1" &
+    CHILD=$!
+    local rc=0
+    wait "$CHILD" || rc=$?
+    CHILD=""
+    return "$rc"
+}
+in_root "git -c advice.detachedHead=false clone -q /root/faketcp.bundle /root/faketcp && cd /root/faketcp && git -c advice.detachedHead=false checkout -q $commit" \
+    || { say "cloning $commit inside the root failed" >&2; exit 1; }
+say "clone of $commit in a minimal $SUITE root ($(in_root 'dpkg-query -W -f=x | wc -c') packages: minbase + $INCLUDE)"
+
+# --- the README's two commands, exactly (run as root, so without `sudo`) ---------
+mapfile -t cmds < <(awk '/^## Two commands/ { f = 1; next } f && /^```/ { if (c) exit; c = 1; next } c' "$repo/README.md" \
+    | sed 's/#.*//; s/^[[:space:]]*sudo[[:space:]]\+//; s/[[:space:]]*$//' | grep .)
+[ "${#cmds[@]}" = 2 ] || { say "expected two commands in the README's 'Two commands' block, found ${#cmds[@]}: ${cmds[*]}" >&2; exit 1; }
+logs=${FRESH_KEEP_LOGS:-$(mktemp -d /tmp/ftc-fresh-logs.XXXXXX)}
+mkdir -p "$logs"
+rc_all=0
+for cmd in "${cmds[@]}"; do
+    log="$logs/$(tr -c 'a-z0-9\n' '-' <<<"$cmd").log"
+    t0=$(date +%s)
+    say "running \`$cmd\` in the minimal root (log: $log)"
+    if in_root "cd /root/faketcp && $cmd" >"$log" 2>&1; then
+        say "\`$cmd\` passed in the minimal root ($(( $(date +%s) - t0 )) s)"
+        { grep -E '^\[SKIP\]' "$log" || true; tail -n 2 "$log"; } | sed 's/^/    | /' 
+    else
+        rc=$?
+        say "\`$cmd\` FAILED in the minimal root (exit $rc, $(( $(date +%s) - t0 )) s); the last 40 lines of $log:" >&2
+        tail -n 40 "$log" | sed 's/^/    | /' >&2
+        rc_all=1
+        break
+    fi
+done
+say "total $(( $(date +%s) - t_start )) s"
+exit $rc_all
