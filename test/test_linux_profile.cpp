@@ -354,3 +354,82 @@ TEST_CASE("linux_rst_to_unknown_segment_like_tcp_v4_send_reset") {
     CHECK(r2[0].seq == 0);
     CHECK(r2[0].ack == 78);
 }
+
+// Keepalive on a linux_tcp connection: the peer's probe (seq RCV.NXT - 1, no
+// payload) is answered like every linux segment (timestamp option, scaled
+// window, the next IP ID), echoing the last acceptable TSval, not the
+// probe's; the answer ACKs pending data, so no delayed ACK follows; our own
+// probe (seq SND.UNA - 1) carries the option too.
+TEST_CASE("linux_keepalive_probes_and_answers_carry_the_profile_fields") {
+    Harness h(linux_config());
+    LinuxServer c = accept_linux_peer(h, 502, 7);
+    uint32_t seq = 1001;
+    for (int i = 0; i < 16; ++i) {  // use up quick-ACK mode
+        h.in(linux_data(c, seq, 200, 1400));
+        seq += 1400;
+        h.at(h.now);
+        REQUIRE(h.tx().size() == 1);
+    }
+    // One full-sized segment: its ACK is delayed (40 ms) ...
+    h.in(linux_data(c, seq, 300, 1400));
+    seq += 1400;
+    h.at(h.now);
+    CHECK(h.tx().empty());
+    const ft::Stats before = h.stats();
+    // ... when the peer's probe arrives with a newer TSval.
+    h.advance(10ms);
+    Seg probe = c.in.ack(seq - 1, c.iss + 1);
+    probe.window = 502;
+    probe.options = ts_option(9999, 0);
+    h.in(probe);
+    h.at(h.now);
+    Packets answer = h.tx();
+    REQUIRE(answer.size() == 1);
+    CHECK(flag_string(answer[0].flags) == ".");
+    CHECK(answer[0].seq == c.iss + 1);
+    CHECK(answer[0].ack == seq);
+    CHECK(answer[0].payload.empty());
+    CHECK(answer[0].options.size() == 12);
+    CHECK(ts_ecr(answer[0]) == 300u);
+    CHECK((uint32_t{answer[0].window} << 7) > 65160u);  // the grown window, scaled by 7
+    CHECK(h.stats().keepalive_answers_sent == before.keepalive_answers_sent + 1);
+    // The answer acknowledged the delayed segment: no second ACK at 40 ms.
+    h.advance(50ms);
+    CHECK(h.tx().empty());
+    // The cadence goes on: one more full-sized segment is again delayed 40 ms.
+    h.in(linux_data(c, seq, 301, 1400));
+    seq += 1400;
+    h.at(h.now);
+    CHECK(h.tx().empty());
+    h.advance(40ms);
+    Packets d = h.tx();
+    REQUIRE(d.size() == 1);
+    CHECK(d[0].ack == seq);
+    CHECK(ts_ecr(d[0]) == 301u);
+    CHECK(static_cast<uint16_t>(d[0].ip_id - answer[0].ip_id) == 1);
+    // Silence: our probe, seq SND.UNA - 1, no payload, timestamps on, next IP ID.
+    h.advance(10s);
+    Packets ours = h.tx();
+    REQUIRE(ours.size() == 1);
+    CHECK(flag_string(ours[0].flags) == ".");
+    CHECK(ours[0].seq == c.iss);
+    CHECK(ours[0].ack == seq);
+    CHECK(ours[0].payload.empty());
+    CHECK(ours[0].options.size() == 12);
+    CHECK(ts_ecr(ours[0]) == 301u);
+    CHECK(ours[0].window == d[0].window);
+    CHECK(static_cast<uint16_t>(ours[0].ip_id - d[0].ip_id) == 1);
+    CHECK(static_cast<uint32_t>(ts_val(ours[0]) - ts_val(d[0])) == 10000u);
+    CHECK(h.stats().keepalive_probes_sent == before.keepalive_probes_sent + 1);
+    // A probe with everything acknowledged: still not a TSval to echo.
+    h.advance(1s);
+    Seg probe2 = c.in.ack(seq - 1, c.iss + 1);
+    probe2.window = 502;
+    probe2.options = ts_option(20000, 0);
+    h.in(probe2);
+    h.at(h.now);
+    Packets answer2 = h.tx();
+    REQUIRE(answer2.size() == 1);
+    CHECK(answer2[0].ack == seq);
+    CHECK(ts_ecr(answer2[0]) == 301u);
+}
