@@ -25,6 +25,8 @@ for line in sys.stdin:
     m = re.match(r"^(Errors|Warns|Notes|Chats) \(\d+\)", line)
     if m: sev = m.group(1); continue
     f = line.split()
+    # the RST a client sends its connections on exit is the close, not an anomaly
+    if "Connection reset (RST)" in line: continue
     if sev in n and len(f) >= 4 and f[0].isdigit() and f[2] == "TCP": n[sev] += int(f[0])
 print(n["Errors"], n["Warns"], n["Notes"])'
 }
