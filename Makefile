@@ -98,6 +98,7 @@ deps:
 	  echo "missing packages:$$missing — run: sudo apt-get install -y --no-install-recommends$$missing" >&2; exit 1; fi; \
 	echo "deps: installing$$missing"; \
 	export DEBIAN_FRONTEND=noninteractive; \
+	echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections 2>/dev/null || true; \
 	out=$$(mktemp); { apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; } >"$$out" 2>&1 \
 	  || { tail -n 20 "$$out" >&2; rm -f "$$out"; echo "deps: apt-get install$$missing failed" >&2; exit 1; }; \
 	rm -f "$$out"; \

@@ -43,6 +43,7 @@ const char* to_string(Errc e) {
         case Errc::ports_exhausted: return "ephemeral ports exhausted";
         case Errc::table_full: return "connection table full";
         case Errc::tx_queue_full: return "transmit queue full";
+        case Errc::window_full: return "beyond the peer's advertised window";
         case Errc::system: return "system error";
     }
     return "unknown error";
@@ -73,6 +74,14 @@ Status Status::from_errno(std::string what, int sys_errno, std::string_view hint
         msg += hint;
     }
     return error(Errc::system, std::move(msg), sys_errno);
+}
+
+const char* to_string(Profile p) {
+    switch (p) {
+        case Profile::phantun: return "phantun";
+        case Profile::linux_tcp: return "linux";
+    }
+    return "unknown";
 }
 
 const char* to_string(ConnState s) {
@@ -292,16 +301,24 @@ namespace {
 constexpr size_t kIpv4HeaderLen = 20;
 constexpr size_t kIpv6HeaderLen = 40;
 constexpr size_t kTcpHeaderLen = 20;
-constexpr size_t kTcpSynOptionsLen = 4;  // NOP + window scale
 constexpr uint8_t kProtoTcp = 6;
 constexpr uint8_t kTtl = 64;
 constexpr uint16_t kWindow = 65535;
 constexpr uint8_t kWindowScale = 14;
+constexpr uint8_t kPhantunSynOptions[] = {1, 3, 3, kWindowScale};  // NOP, window scale 14
 constexpr uint16_t kIpv4FlagDf = 0x4000;
 constexpr uint16_t kIpv4FlagMf = 0x2000;
 constexpr uint16_t kIpv4FragOffsetMask = 0x1fff;
 
+// TCP option kinds (RFC 9293, RFC 7323, RFC 2018) and the lengths the kernel writes.
+constexpr uint8_t kOptEnd = 0, kOptNop = 1, kOptMss = 2, kOptWscale = 3, kOptSackOk = 4,
+                  kOptTimestamp = 8;
+constexpr size_t kTsOptionLen = 12;  // NOP, NOP, kind 8, length 10, TSval, TSecr
+constexpr size_t kMaxTcpOptionsLen = 40;
+constexpr uint8_t kMaxWindowScale = 14;  // RFC 7323 §2.3
+
 constexpr uint8_t kFin = 0x01;
+constexpr uint8_t kPsh = 0x08;
 constexpr uint8_t kSyn = 0x02;
 constexpr uint8_t kRst = 0x04;
 constexpr uint8_t kAck = 0x10;
@@ -384,12 +401,51 @@ uint64_t pseudo_header_sum(const IpAddr& src, const IpAddr& dst, size_t tcp_len)
     return csum_add(acc, tail, 8);
 }
 
+// The TCP options the stack reads: what a SYN offers, and timestamps.
+struct TcpOptions {
+    bool has_mss = false, has_wscale = false, sack_ok = false, has_ts = false;
+    uint16_t mss = 0;
+    uint8_t wscale = 0;
+    uint32_t tsval = 0, tsecr = 0;
+};
+
+// Malformed options end the walk and leave what was read, as the kernel's
+// tcp_parse_options does: options never make a segment drop.
+void parse_tcp_options(ByteView o, TcpOptions& out) {
+    size_t i = 0;
+    while (i < o.size) {
+        const uint8_t kind = o.data[i];
+        if (kind == kOptEnd) return;
+        if (kind == kOptNop) { ++i; continue; }
+        if (i + 1 >= o.size) return;
+        const size_t len = o.data[i + 1];
+        if (len < 2 || i + len > o.size) return;
+        const uint8_t* v = o.data + i + 2;
+        if (kind == kOptMss && len == 4) {
+            out.has_mss = true;
+            out.mss = load16(v);
+        } else if (kind == kOptWscale && len == 3) {
+            out.has_wscale = true;
+            out.wscale = std::min(v[0], kMaxWindowScale);
+        } else if (kind == kOptSackOk && len == 2) {
+            out.sack_ok = true;
+        } else if (kind == kOptTimestamp && len == 10) {
+            out.has_ts = true;
+            out.tsval = load32(v);
+            out.tsecr = load32(v + 4);
+        }
+        i += len;
+    }
+}
+
 // A decoded, validated segment. Views point into the input buffer.
 struct Segment {
     IpAddr src, dst;
     uint16_t sport = 0, dport = 0;
     uint32_t seq = 0, ack = 0;
     uint8_t flags = 0;
+    uint16_t window = 0;  // as written (scaled by the sender's shift outside SYNs)
+    TcpOptions opts;
     ByteView payload;
 
     bool has(uint8_t f) const { return (flags & f) != 0; }
@@ -474,6 +530,8 @@ bool parse_tcp(ByteView tcp, Segment& seg, RxChecksum checksum, DropReason& why)
     seg.seq = load32(t + kTcpSeq);
     seg.ack = load32(t + kTcpAck);
     seg.flags = t[kTcpFlags];
+    seg.window = load16(t + kTcpWindow);
+    if (offset > kTcpHeaderLen) parse_tcp_options(ByteView(t + kTcpHeaderLen, offset - kTcpHeaderLen), seg.opts);
     seg.payload = ByteView(t + offset, tcp.size - offset);
     return true;
 }
@@ -499,6 +557,9 @@ bool parse_segment(ByteView pkt, Segment& seg, RxChecksum checksum, DropReason& 
 
 // What to put on the wire for one segment.
 struct SegmentSpec {
+    SegmentSpec(const Endpoint* l, const Endpoint* r, uint32_t sq, uint32_t ak, uint8_t fl,
+                ByteView data, bool partial = false)
+        : local(l), remote(r), seq(sq), ack(ak), flags(fl), payload(data), checksum_partial(partial) {}
     const Endpoint* local;
     const Endpoint* remote;
     uint32_t seq;
@@ -506,20 +567,23 @@ struct SegmentSpec {
     uint8_t flags;
     ByteView payload;
     bool checksum_partial = false;  // leave the TCP checksum for the device to complete
+    uint16_t window = kWindow;
+    ByteView options;  // TCP options, a multiple of 4 bytes, written verbatim
+    uint16_t ip_id = 0;
+    uint32_t flow_label = 0;  // IPv6, 20 bits
 };
 
 size_t ip_header_len(Family f) { return f == Family::v4 ? kIpv4HeaderLen : kIpv6HeaderLen; }
 
 size_t segment_size(const SegmentSpec& s) {
-    size_t tcp = kTcpHeaderLen + ((s.flags & kSyn) ? kTcpSynOptionsLen : 0);
-    return ip_header_len(s.local->addr.family) + tcp + s.payload.size;
+    return ip_header_len(s.local->addr.family) + kTcpHeaderLen + s.options.size + s.payload.size;
 }
 
 void write_ipv4_header(uint8_t* p, const SegmentSpec& s, size_t total) {
     p[kV4VerIhl] = 0x45;
     p[1] = 0;  // TOS
     store16(p + kV4TotalLen, static_cast<uint16_t>(total));
-    store16(p + kV4Id, 0);
+    store16(p + kV4Id, s.ip_id);
     store16(p + kV4Frag, kIpv4FlagDf);
     p[kV4Ttl] = kTtl;
     p[kV4Proto] = kProtoTcp;
@@ -531,7 +595,7 @@ void write_ipv4_header(uint8_t* p, const SegmentSpec& s, size_t total) {
 }
 
 void write_ipv6_header(uint8_t* p, const SegmentSpec& s, size_t tcp_len) {
-    store32(p, 0x60000000u);  // version 6, traffic class 0, flow label 0
+    store32(p, 0x60000000u | (s.flow_label & 0xfffffu));  // version 6, traffic class 0
     store16(p + kV6PayloadLen, static_cast<uint16_t>(tcp_len));
     p[kV6NextHeader] = kProtoTcp;
     p[kV6HopLimit] = kTtl;
@@ -541,9 +605,8 @@ void write_ipv6_header(uint8_t* p, const SegmentSpec& s, size_t tcp_len) {
 
 // Encode `s` into `out` (at least segment_size(s) bytes). Returns the size.
 size_t write_segment(uint8_t* out, const SegmentSpec& s) {
-    const bool syn = (s.flags & kSyn) != 0;
     const size_t ip_len = ip_header_len(s.local->addr.family);
-    const size_t tcp_hdr = kTcpHeaderLen + (syn ? kTcpSynOptionsLen : 0);
+    const size_t tcp_hdr = kTcpHeaderLen + s.options.size;
     const size_t tcp_len = tcp_hdr + s.payload.size;
     const size_t total = ip_len + tcp_len;
     if (s.local->addr.family == Family::v4) {
@@ -558,15 +621,10 @@ size_t write_segment(uint8_t* out, const SegmentSpec& s) {
     store32(t + kTcpAck, s.ack);
     t[kTcpOffset] = static_cast<uint8_t>((tcp_hdr / 4) << 4);
     t[kTcpFlags] = s.flags;
-    store16(t + kTcpWindow, kWindow);
+    store16(t + kTcpWindow, s.window);
     store16(t + kTcpChecksum, 0);
     store16(t + kTcpUrgent, 0);
-    if (syn) {
-        t[20] = 1;  // NOP
-        t[21] = 3;  // window scale: kind 3, length 3
-        t[22] = 3;
-        t[23] = kWindowScale;
-    }
+    if (s.options.size) std::memcpy(t + kTcpHeaderLen, s.options.data, s.options.size);
     if (s.payload.size) std::memcpy(t + tcp_hdr, s.payload.data, s.payload.size);
     uint64_t acc = pseudo_header_sum(s.local->addr, s.remote->addr, tcp_len);
     // CHECKSUM_PARTIAL convention: the pseudo-header sum, folded, not complemented.
@@ -600,6 +658,27 @@ enum class SlotState : uint8_t {
     closing,  // reset by the peer; held until the app drains its closed event
 };
 
+// What a linux_tcp connection keeps beyond the phantun profile's state. The
+// kernel names are in the comments: each field mirrors one of tcp_sock's.
+struct LinuxState {
+    uint32_t ts_offset = 0;   // tsoffset: TSval = millisecond clock + this
+    uint32_t ts_recent = 0;   // rx_opt.ts_recent: the peer's TSval, echoed as TSecr
+    uint32_t snd_una = 0;     // the peer's highest acknowledgement
+    uint32_t snd_wnd = 0;     // the peer's window in bytes, from snd_una on
+    uint32_t rcv_wnd = 0;     // rcv_ssthresh: the window we advertise, in bytes
+    uint32_t rcv_wnd_clamp = 0;  // window_clamp
+    uint32_t rcv_mss = 0;     // icsk_ack.rcv_mss: the largest payload received
+    uint32_t adv_mss = 0;     // advmss: our MSS less the timestamp option
+    uint32_t flow_label = 0;  // IPv6 (net.ipv6.auto_flowlabels)
+    uint16_t ip_id = 0;       // inet_id: the next IPv4 ID
+    uint8_t snd_wscale = 0;   // rx_opt.snd_wscale: the peer's shift
+    uint8_t rcv_wscale = 0;   // rx_opt.rcv_wscale: ours
+    uint8_t quickacks = 0;    // icsk_ack.quick: segments still ACKed at once
+    bool ts_ok = false;       // both sides sent the timestamp option
+    bool sack_ok = false;     // the peer offered SACK (we never need to send blocks)
+    bool wscale_ok = false;   // both sides sent window scale
+};
+
 struct Conn {
     Endpoint local;
     Endpoint remote;
@@ -617,6 +696,8 @@ struct Conn {
     ConnState state = ConnState::syn_sent;
     SlotState slot = SlotState::free;
     bool is_client = false;
+    Profile profile = Profile::phantun;
+    LinuxState lx;  // linux_tcp only
 
     // Liveness (established only; see "Liveness" in faketcp.h).
     TimePoint keepalive_due = kNever;     // next probe or peer_dead check
@@ -681,6 +762,52 @@ struct Rng {
         return mix64(state);
     }
 };
+
+// SipHash-2-4 (Aumasson and Bernstein, 2012) over 8-byte words: the keyed
+// PRF RFC 6528 asks for (the kernel's secure_tcp_seq uses SipHash too).
+class SipHash {
+public:
+    SipHash(uint64_t k0, uint64_t k1)
+        : v0_(k0 ^ 0x736f6d6570736575ULL), v1_(k1 ^ 0x646f72616e646f6dULL),
+          v2_(k0 ^ 0x6c7967656e657261ULL), v3_(k1 ^ 0x7465646279746573ULL) {}
+    SipHash& add(uint64_t m) {
+        v3_ ^= m;
+        round();
+        round();
+        v0_ ^= m;
+        len_ += 8;
+        return *this;
+    }
+    uint64_t finish() {
+        add(static_cast<uint64_t>(len_) << 56);  // the length block of an empty tail
+        v2_ ^= 0xff;
+        for (int i = 0; i < 4; ++i) round();
+        return v0_ ^ v1_ ^ v2_ ^ v3_;
+    }
+
+private:
+    static uint64_t rotl(uint64_t x, int b) { return (x << b) | (x >> (64 - b)); }
+    void round() {
+        v0_ += v1_; v1_ = rotl(v1_, 13); v1_ ^= v0_; v0_ = rotl(v0_, 32);
+        v2_ += v3_; v3_ = rotl(v3_, 16); v3_ ^= v2_;
+        v0_ += v3_; v3_ = rotl(v3_, 21); v3_ ^= v0_;
+        v2_ += v1_; v1_ = rotl(v1_, 17); v1_ ^= v2_; v2_ = rotl(v2_, 32);
+    }
+    uint64_t v0_, v1_, v2_, v3_;
+    uint8_t len_ = 0;
+};
+
+uint64_t hash_addresses(SipHash h, const IpAddr& a, const IpAddr& b) {
+    h.add(load64_ne(a.bytes.data())).add(load64_ne(a.bytes.data() + 8));
+    h.add(load64_ne(b.bytes.data())).add(load64_ne(b.bytes.data() + 8));
+    return h.add(static_cast<uint64_t>(a.family)).finish();
+}
+
+uint64_t hash_four_tuple(SipHash h, const Endpoint& local, const Endpoint& remote) {
+    h.add(load64_ne(local.addr.bytes.data())).add(load64_ne(local.addr.bytes.data() + 8));
+    h.add(load64_ne(remote.addr.bytes.data())).add(load64_ne(remote.addr.bytes.data() + 8));
+    return h.add((uint64_t{local.port} << 16) | remote.port).finish();
+}
 
 constexpr uint32_t kNoSlot = UINT32_MAX;
 constexpr uint16_t kEphemeralFirst = 32768;
@@ -871,6 +998,12 @@ struct Stack::Impl {
     TimePoint log_window{};
     uint32_t log_count = 0;
 
+    // The time of the call being served (every public entry point takes one):
+    // the linux profile's timestamps and ISN clock read it.
+    TimePoint now_{};
+    // linux_tcp keys: ISN, timestamp offset, IPv6 flow label (cfg.secret or the seed).
+    std::array<uint64_t, 2> isn_key{}, ts_key{}, flow_key{};
+
     explicit Impl(const StackConfig& c) : cfg(c) {
         if (cfg.max_connections == 0) cfg.max_connections = 1;
         if (cfg.tx_queue_capacity == 0) cfg.tx_queue_capacity = 1;
@@ -893,6 +1026,7 @@ struct Stack::Impl {
         tx_len.assign(cfg.tx_queue_capacity, 0);
         tx_partial.assign(cfg.tx_queue_capacity, 0);
         events.reserve(cfg.event_queue_capacity + 64);
+        init_linux_keys();
     }
 
     // --- small helpers ------------------------------------------------------
@@ -920,6 +1054,227 @@ struct Stack::Impl {
 
     uint32_t new_isn() { return cfg.random_isn ? static_cast<uint32_t>(rng.next()) : 0; }
 
+    // --- linux_tcp profile ------------------------------------------------------
+    //
+    // Every value below is what Linux (6.x source and a 6.18 capture, see the
+    // README's wire table) writes; the kernel function is named where it helps.
+
+    static constexpr Duration kDelayedAck = std::chrono::milliseconds(40);  // TCP_DELACK_MIN
+    static constexpr uint8_t kQuickAcks = 16;        // TCP_MAX_QUICKACKS
+    static constexpr uint32_t kGrowMinPayload = 128;  // tcp_grow_window ignores tinier segments
+
+    void init_linux_keys() {
+        std::array<uint64_t, 2> k = cfg.secret;
+        if (k[0] == 0 && k[1] == 0) k = {mix64(cfg.seed ^ 0x6c696e7578697331ULL), mix64(cfg.seed + 0x9e3779b97f4a7c15ULL)};
+        isn_key = k;
+        ts_key = {mix64(k[0] ^ 0x7473), mix64(k[1] ^ 0x7473)};
+        flow_key = {mix64(k[0] ^ 0x666c), mix64(k[1] ^ 0x666c)};
+    }
+
+    // RFC 6528: a keyed hash of the 4-tuple plus a clock ticking every 64 ns
+    // (secure_tcp_seq + seq_scale), so a reused 4-tuple starts past its old
+    // sequence space and no one without the key can predict another tuple's.
+    uint32_t linux_isn(const Endpoint& local, const Endpoint& remote) const {
+        const uint64_t ns = static_cast<uint64_t>(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(now_.time_since_epoch()).count());
+        const uint32_t f = static_cast<uint32_t>(hash_four_tuple(SipHash(isn_key[0], isn_key[1]), local, remote));
+        return f + static_cast<uint32_t>(ns >> 6);
+    }
+
+    // tcp_clock_ms() + tsoffset: a millisecond clock (RFC 7323 §5.4 wants
+    // 1 ms to 1 s per tick) offset per address pair (secure_tcp_ts_off).
+    uint32_t linux_tsval(const Conn& c) const {
+        const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now_.time_since_epoch()).count();
+        return static_cast<uint32_t>(ms) + c.lx.ts_offset;
+    }
+
+    // The MSS option's value: the MTU less the IP and TCP headers (advmss).
+    uint32_t linux_mss_option(Family f) const {
+        return std::min<uint32_t>(cfg.mtu - static_cast<uint32_t>(ip_header_len(f) + kTcpHeaderLen), 65535);
+    }
+
+    // tcp_select_initial_window: the SYN's window is 65535 rounded down to a
+    // multiple of the MSS (less the timestamp option on a SYN-ACK that
+    // negotiated it): 64240 and 65160 on a 1500-byte MTU.
+    static uint32_t linux_initial_window(uint32_t mss) { return mss ? 65535 / mss * mss : 65535; }
+
+    // State a linux_tcp connection has from its first packet on.
+    void linux_init(Conn& c) {
+        LinuxState& lx = c.lx;
+        lx = LinuxState{};
+        lx.ts_offset = static_cast<uint32_t>(hash_addresses(SipHash(ts_key[0], ts_key[1]), c.local.addr, c.remote.addr));
+        lx.flow_label = static_cast<uint32_t>(hash_four_tuple(SipHash(flow_key[0], flow_key[1]), c.local, c.remote)) & 0xfffffu;
+        lx.ip_id = static_cast<uint16_t>(rng.next());  // get_random_u16() in tcp_v4_connect / syn_recv_sock
+        lx.rcv_wscale = std::min(cfg.linux_window_scale, kMaxWindowScale);
+        lx.quickacks = kQuickAcks;
+        lx.adv_mss = linux_mss_option(c.local.addr.family);
+        lx.rcv_wnd = linux_initial_window(lx.adv_mss);
+        lx.ts_ok = true;  // offered; the peer's SYN or SYN-ACK decides
+        lx.sack_ok = true;
+    }
+
+    // What the peer's SYN or SYN-ACK negotiated (tcp_parse_options, RFC 7323:
+    // an option counts only if both sides sent it).
+    void linux_negotiate(Conn& c, const Segment& syn) {
+        LinuxState& lx = c.lx;
+        lx.ts_ok = lx.ts_ok && syn.opts.has_ts;
+        lx.sack_ok = lx.sack_ok && syn.opts.sack_ok;
+        if (lx.ts_ok) lx.ts_recent = syn.opts.tsval;
+        lx.wscale_ok = syn.opts.has_wscale;
+        if (lx.wscale_ok) {
+            lx.snd_wscale = syn.opts.wscale;
+            // About half of tcp_rmem[2] (the shift was derived from it), where
+            // receive autotuning takes a bulk receiver's window.
+            lx.rcv_wnd_clamp = std::max(65535u, 1u << (lx.rcv_wscale + 14));
+        } else {
+            lx.snd_wscale = lx.rcv_wscale = 0;
+            lx.rcv_wnd_clamp = 65535;
+        }
+        lx.snd_una = c.iss + 1;
+        lx.snd_wnd = syn.window;  // never scaled in a SYN (RFC 7323 §2.2)
+        if (lx.ts_ok) lx.adv_mss -= kTsOptionLen;
+    }
+
+    // tcp_options_write's order: MSS; SACK-permitted + timestamps (or NOP NOP
+    // + timestamps); NOP + window scale; NOP NOP + SACK-permitted alone.
+    static size_t write_linux_options(uint8_t* o, uint32_t mss, bool sack, bool ts, uint32_t tsval,
+                                      uint32_t tsecr, int wscale) {
+        size_t n = 0;
+        if (mss) {
+            o[n++] = kOptMss;
+            o[n++] = 4;
+            store16(o + n, static_cast<uint16_t>(mss));
+            n += 2;
+        }
+        if (ts) {
+            if (sack) {
+                o[n++] = kOptSackOk;
+                o[n++] = 2;
+            } else {
+                o[n++] = kOptNop;
+                o[n++] = kOptNop;
+            }
+            o[n++] = kOptTimestamp;
+            o[n++] = 10;
+            store32(o + n, tsval);
+            store32(o + n + 4, tsecr);
+            n += 8;
+        }
+        if (wscale >= 0) {
+            o[n++] = kOptNop;
+            o[n++] = kOptWscale;
+            o[n++] = 3;
+            o[n++] = static_cast<uint8_t>(wscale);
+        }
+        if (sack && !ts) {
+            o[n++] = kOptNop;
+            o[n++] = kOptNop;
+            o[n++] = kOptSackOk;
+            o[n++] = 2;
+        }
+        return n;
+    }
+
+    // The window field of a segment after the SYN: rcv_wnd in units of our
+    // shift, rounded up as __tcp_select_window does (64240 -> 63 << 10).
+    static uint16_t linux_window_field(const LinuxState& lx) {
+        const uint32_t unit = 1u << lx.rcv_wscale;
+        return static_cast<uint16_t>(std::min<uint32_t>((lx.rcv_wnd + unit - 1) >> lx.rcv_wscale, 65535));
+    }
+
+    // Shape one segment of a linux_tcp connection: options, window, IP ID,
+    // flow label, PSH on data (the last segment of every write() carries it).
+    void linux_shape(Conn& c, SegmentSpec& s, uint8_t* options) {
+        LinuxState& lx = c.lx;
+        const bool syn = (s.flags & kSyn) != 0;
+        const bool synack = syn && (s.flags & kAck) != 0;
+        size_t n = 0;
+        if (synack) {
+            n = write_linux_options(options, linux_mss_option(c.local.addr.family), lx.sack_ok, lx.ts_ok,
+                                    linux_tsval(c), lx.ts_recent, lx.wscale_ok ? lx.rcv_wscale : -1);
+        } else if (syn) {
+            n = write_linux_options(options, lx.adv_mss, true, true, linux_tsval(c), 0, lx.rcv_wscale);
+        } else if (lx.ts_ok) {
+            n = write_linux_options(options, 0, false, true, linux_tsval(c), lx.ts_recent, -1);
+        }
+        s.options = ByteView(options, n);
+        s.window = syn ? static_cast<uint16_t>(std::min<uint32_t>(lx.rcv_wnd, 65535)) : linux_window_field(lx);
+        // A SYN-ACK comes from the request socket (ID 0); everything else from
+        // the socket's counter, one per packet.
+        s.ip_id = synack ? 0 : lx.ip_id++;
+        s.flow_label = lx.flow_label;
+        if (s.payload.size) s.flags |= kPsh;
+    }
+
+    // Every acceptable segment: the peer's window and acknowledgement
+    // (tcp_ack_update_window), and its TSval to echo, taken only from a
+    // segment that starts at or before our last ACK (RFC 7323 §4.3). A
+    // keepalive probe (no payload, seq before RCV.NXT) fails the kernel's
+    // tcp_sequence check, so its TSval is never echoed: the answer carries
+    // the TSecr the last acceptable segment set, as the kernel's dupack does.
+    void linux_track_peer(Conn& c, const Segment& seg) {
+        LinuxState& lx = c.lx;
+        const bool probe = seg.payload.size == 0 && seq_before(SeqNum{seg.seq}, SeqNum{c.rcv_nxt});
+        if (lx.ts_ok && seg.opts.has_ts && !probe && !seq_after(SeqNum{seg.seq}, SeqNum{c.last_ack_sent}) &&
+            !seq_before(SeqNum{seg.opts.tsval}, SeqNum{lx.ts_recent}))
+            lx.ts_recent = seg.opts.tsval;
+        if (seg.has(kAck) && !seq_before(SeqNum{seg.ack}, SeqNum{lx.snd_una}) &&
+            !seq_after(SeqNum{seg.ack}, SeqNum{c.snd_nxt})) {
+            lx.snd_una = seg.ack;
+            lx.snd_wnd = uint32_t{seg.window} << lx.snd_wscale;
+        }
+    }
+
+    // The sender never puts data past the window the peer advertised.
+    static bool linux_window_allows(const Conn& c, size_t len) {
+        const uint32_t end = c.snd_nxt + static_cast<uint32_t>(len);
+        return !seq_after(SeqNum{end}, SeqNum{c.lx.snd_una + c.lx.snd_wnd});
+    }
+
+    // __tcp_ack_snd_check: ACK at once when more than one full-sized segment
+    // is unacknowledged, in quick-ACK mode (the first segments) or when data
+    // arrives out of order; otherwise after the delayed-ACK time. "At once"
+    // means at the next on_timer(now) call, i.e. once for every segment of an
+    // input batch, as the kernel ACKs once per GRO super-packet.
+    void linux_on_data(Conn& c, const Segment& seg, TimePoint now) {
+        LinuxState& lx = c.lx;
+        const uint32_t len = static_cast<uint32_t>(seg.payload.size);
+        const bool in_order = seg.seq == c.rcv_nxt;
+        lx.rcv_mss = std::max(lx.rcv_mss, len);
+        if (len >= kGrowMinPayload && lx.rcv_wnd < lx.rcv_wnd_clamp)  // tcp_grow_window
+            lx.rcv_wnd = std::min(lx.rcv_wnd_clamp, lx.rcv_wnd + 2 * lx.adv_mss);
+        receive_payload(c, seg);
+        const bool ack_now = !in_order || lx.quickacks > 0 || c.rcv_nxt - c.last_ack_sent > lx.rcv_mss;
+        if (lx.quickacks > 0) --lx.quickacks;
+        const TimePoint due = ack_now ? now : now + kDelayedAck;
+        if (due < c.ack_due) c.ack_due = due;
+        schedule(c);
+    }
+
+    // tcp_v4_send_reset: no options, window 0, IPv4 ID 0; for a segment with
+    // ACK, RST at its ack, otherwise RST|ACK acknowledging it.
+    void linux_reply_rst(const Segment& seg) {
+        Endpoint local{seg.dst, seg.dport};
+        Endpoint remote{seg.src, seg.sport};
+        SegmentSpec s{&local, &remote, 0, 0, kRst, {}};
+        if (seg.has(kAck)) {
+            s.seq = seg.ack;
+        } else {
+            s.flags = kRst | kAck;
+            s.ack = seg.seq + seg.seq_len();
+        }
+        s.window = 0;
+        s.flow_label = static_cast<uint32_t>(hash_four_tuple(SipHash(flow_key[0], flow_key[1]), local, remote)) & 0xfffffu;
+        if (emit(s)) ++stats.rst_sent;
+    }
+
+    // Handshake retransmissions: phantun's fixed interval, or the kernel's
+    // doubling from 1 s (TCP_TIMEOUT_INIT, tcp_retransmit_timer's backoff).
+    Duration handshake_interval(const Conn& c) const {
+        if (c.profile != Profile::linux_tcp) return cfg.handshake_interval;
+        return cfg.handshake_interval * (1 << std::min<int>(c.attempts > 0 ? c.attempts - 1 : 0, 16));
+    }
+
     // --- transmit queue -----------------------------------------------------
 
     // Queue one segment; false (counted) when the queue is full.
@@ -942,7 +1297,14 @@ struct Stack::Impl {
         uint32_t ack = (flags & kAck) ? c.rcv_nxt : 0;
         // Only data is worth offloading: a control segment's sum is 20 bytes.
         bool partial = tx_checksum_offload && payload.size > 0;
-        if (!emit(SegmentSpec{&c.local, &c.remote, seq, ack, flags, payload, partial})) return false;
+        SegmentSpec spec{&c.local, &c.remote, seq, ack, flags, payload, partial};
+        uint8_t options[kMaxTcpOptionsLen];
+        if (c.profile == Profile::linux_tcp) {
+            linux_shape(c, spec, options);
+        } else if (flags & kSyn) {
+            spec.options = ByteView(kPhantunSynOptions, sizeof kPhantunSynOptions);
+        }
+        if (!emit(spec)) return false;
         if (flags & kAck) {
             c.last_ack_sent = c.rcv_nxt;
             c.ack_due = kNever;  // this segment carried the acknowledgement
@@ -966,6 +1328,10 @@ struct Stack::Impl {
     void reply_rst(const Segment& seg, TimePoint now) {
         if (!replies.allow(now)) {
             drop(DropReason::reply_rate_limited);
+            return;
+        }
+        if (cfg.profile == Profile::linux_tcp) {
+            linux_reply_rst(seg);
             return;
         }
         Endpoint local{seg.dst, seg.dport};
@@ -1087,6 +1453,7 @@ struct Stack::Impl {
     }
 
     void on_timer(TimePoint now) {
+        now_ = now;
         while (!timers.empty() && timers.front().when <= now) {
             TimerEntry e = timers.front();
             pop_timer();
@@ -1119,7 +1486,7 @@ struct Stack::Impl {
         emit_conn(c, c.iss, client ? kSyn : (kSyn | kAck));
         ++c.attempts;
         ++stats.syn_retransmits;
-        c.handshake_deadline = now + cfg.handshake_interval;
+        c.handshake_deadline = now + handshake_interval(c);
     }
 
     // --- liveness (see "Liveness" in faketcp.h) -------------------------------
@@ -1312,11 +1679,13 @@ struct Stack::Impl {
         start_keepalive(c, now);
     }
 
-    Conn* new_conn(const Endpoint& local, const Endpoint& remote, ConnState state) {
+    Conn* new_conn(const Endpoint& local, const Endpoint& remote, ConnState state, Profile profile) {
         Conn* c = table.insert(local, remote);
         if (!c) return nullptr;
         c->state = state;
-        c->iss = new_isn();
+        c->profile = profile;
+        if (profile == Profile::linux_tcp) linux_init(*c);
+        c->iss = profile == Profile::linux_tcp ? linux_isn(local, remote) : new_isn();
         c->snd_nxt = c->iss + 1;  // the SYN occupies one sequence number
         ++stats.half_open_connections;
         return c;
@@ -1325,6 +1694,7 @@ struct Stack::Impl {
     // --- input ----------------------------------------------------------------
 
     void on_packet(ByteView pkt, TimePoint now, RxChecksum checksum) {
+        now_ = now;
         ++stats.packets_in;
         stats.bytes_in += pkt.size;
         if (checksum == RxChecksum::kernel_verified) ++stats.checksum_trusted;
@@ -1385,14 +1755,22 @@ struct Stack::Impl {
             drop(DropReason::table_full);
             return;
         }
+        // Answer in the client's style: only a SYN with an MSS option (a real
+        // TCP or a linux_tcp faketcp) gets a linux_tcp SYN-ACK; phantun's SYN
+        // carries NOP + window scale only.
+        const Profile style = seg.opts.has_mss ? Profile::linux_tcp : Profile::phantun;
         Conn* c = new_conn(Endpoint{seg.dst, seg.dport}, Endpoint{seg.src, seg.sport},
-                           ConnState::syn_received);
+                           ConnState::syn_received, style);
         if (!c) {
             drop(DropReason::table_full);
             return;
         }
         c->irs = seg.seq;
         c->rcv_nxt = seg.seq + 1;
+        if (style == Profile::linux_tcp) {
+            linux_negotiate(*c, seg);
+            c->lx.rcv_wnd = linux_initial_window(c->lx.adv_mss);  // tcp_openreq_init_rwin: MSS less timestamps
+        }
         emit_conn(*c, c->iss, kSyn | kAck);
         c->attempts = 1;
         c->handshake_deadline = now + cfg.handshake_interval;
@@ -1415,6 +1793,7 @@ struct Stack::Impl {
         }
         c.irs = seg.seq;
         c.rcv_nxt = seg.seq + 1;
+        if (c.profile == Profile::linux_tcp) linux_negotiate(c, seg);
         establish(c, now);
         send_pure_ack(c);
         push_event(EventType::connected, c);
@@ -1456,6 +1835,10 @@ struct Stack::Impl {
         establish(c, now);
         c.last_ack_sent = c.rcv_nxt;
         push_event(EventType::accepted, c);
+        if (c.profile == Profile::linux_tcp) {
+            linux_accept_ack(c, seg, now);
+            return;
+        }
         // Data on the handshake's ACK (or on the first segment, the ACK lost)
         // is delivered, and acknowledged by the pure ACK below: through
         // on_data, a seq far ahead would also trip the ack_every_bytes rule
@@ -1466,6 +1849,17 @@ struct Stack::Impl {
         // sees a scaled window from us. One pure ACK now advertises it.
         send_pure_ack(c);
         schedule(c);
+    }
+
+    // The kernel sends nothing when the handshake's ACK arrives: data on it
+    // takes the ordinary ACK cadence.
+    void linux_accept_ack(Conn& c, const Segment& seg, TimePoint now) {
+        linux_track_peer(c, seg);
+        if (seg.payload.size) {
+            linux_on_data(c, seg, now);
+        } else {
+            schedule(c);
+        }
     }
 
     void on_established(Conn& c, const Segment& seg, TimePoint now) {
@@ -1481,6 +1875,7 @@ struct Stack::Impl {
             drop(DropReason::bad_flags);
             return;
         }
+        if (c.profile == Profile::linux_tcp) linux_track_peer(c, seg);
         note_alive(c, seg, now);
         if (seg.payload.size == 0) {
             ++stats.pure_acks_in;
@@ -1524,6 +1919,10 @@ struct Stack::Impl {
     }
 
     void on_data(Conn& c, const Segment& seg, TimePoint now) {
+        if (c.profile == Profile::linux_tcp) {
+            linux_on_data(c, seg, now);
+            return;
+        }
         receive_payload(c, seg);
         uint32_t unacked = c.rcv_nxt - c.last_ack_sent;
         if (unacked > cfg.ack_every_bytes) {
@@ -1549,6 +1948,7 @@ struct Stack::Impl {
     // --- application calls ---------------------------------------------------
 
     Result<ConnId> connect(const Endpoint& remote, TimePoint now) {
+        now_ = now;
         if (Status s = validate(cfg); !s)
             return Status::error(Errc::invalid_argument, "connect to " + to_string(remote) + ": " + s.message());
         const std::optional<IpAddr>& local_ip =
@@ -1573,7 +1973,7 @@ struct Stack::Impl {
         if (!pick_local_port(local, remote))
             return Status::error(Errc::ports_exhausted, "connect to " + to_string(remote) + ": every local port 32768-60999" +
                                                             shard_text(remote) + " is in use towards it");
-        Conn* c = new_conn(local, remote, ConnState::syn_sent);
+        Conn* c = new_conn(local, remote, ConnState::syn_sent, cfg.profile);
         if (!c) return Status::error(Errc::table_full, "connect: connection table full");
         c->is_client = true;
         emit_conn(*c, c->iss, kSyn);
@@ -1614,14 +2014,28 @@ struct Stack::Impl {
         return cfg.mtu > headers ? cfg.mtu - headers : 0;
     }
 
+    // Less the timestamp option on a linux_tcp connection that carries it.
+    size_t max_datagram_of(const Conn& c) const {
+        const size_t m = max_datagram_for(c.local.addr.family);
+        const bool ts = c.profile == Profile::linux_tcp && c.lx.ts_ok;
+        return ts ? (m > kTsOptionLen ? m - kTsOptionLen : 0) : m;
+    }
+
     Errc send(ConnId id, ByteView data, TimePoint now) {
+        now_ = now;
         Conn* c = table.resolve(id);
         if (!c) return Errc::stale_handle;
         if (c->slot != SlotState::live || c->state != ConnState::established)
             return Errc::not_established;
         if (data.size == 0) return Errc::empty_datagram;
-        if (data.size > max_datagram_for(c->local.addr.family)) return Errc::too_big;
+        if (data.size > max_datagram_of(*c)) return Errc::too_big;
         if (tx_n >= cfg.tx_queue_capacity) return Errc::tx_queue_full;
+        if (c->profile == Profile::linux_tcp && !linux_window_allows(*c, data.size)) {
+            // Datagram semantics: what the window cannot take is lost, as a
+            // full UDP socket buffer loses it; never queued, never sent.
+            ++stats.window_full_drops;
+            return Errc::window_full;
+        }
         emit_conn(*c, c->snd_nxt, kAck, data);
         c->snd_nxt += static_cast<uint32_t>(data.size);
         ++stats.datagrams_out;
@@ -1631,6 +2045,7 @@ struct Stack::Impl {
     }
 
     Errc close(ConnId id, TimePoint now) {
+        now_ = now;
         Conn* c = table.resolve(id);
         if (!c) return Errc::stale_handle;
         if (c->slot == SlotState::closing) {
@@ -1641,7 +2056,9 @@ struct Stack::Impl {
             table.release(*c);
             return Errc::ok;
         }
-        emit_conn(*c, c->snd_nxt, kRst);
+        // tcp_send_active_reset: RST|ACK with the connection's options.
+        const bool linux_rst_ack = c->profile == Profile::linux_tcp && c->state != ConnState::syn_sent;
+        emit_conn(*c, c->snd_nxt, linux_rst_ack ? (kRst | kAck) : kRst);
         count_state_leave(*c);
         table.unindex(*c);
         if (c->state == ConnState::established) {
@@ -1702,7 +2119,7 @@ Errc Stack::send(ConnId conn, ByteView datagram, TimePoint now) {
 size_t Stack::max_datagram(ConnId conn) const {
     const Conn* c = impl_->table.resolve(conn);
     if (!c) return 0;
-    return impl_->max_datagram_for(c->local.addr.family);
+    return impl_->max_datagram_of(*c);
 }
 
 Errc Stack::close(ConnId conn, TimePoint now) { return impl_->close(conn, now); }
@@ -1978,7 +2395,6 @@ namespace {
 
 constexpr uint8_t kPsh = 0x08;
 constexpr uint8_t kCwr = 0x80;
-constexpr uint8_t kTcpOffset5 = 0x50;  // data offset 5, reserved bits 0
 
 // The TCP pseudo-header sum for `tcp_len` bytes, addresses read from the IP
 // header at `ip` (IPv4 when !v6).
@@ -2016,6 +2432,7 @@ void set_tcp_checksum(uint8_t* ip, size_t ip_len, size_t tcp_len) {
 // What gso_run() needs to know of one packet; ip_len 0: it cannot be in a run.
 struct TxShape {
     size_t ip_len = 0;
+    size_t tcp_len = 0;  // TCP header with options
     size_t payload = 0;
     uint32_t seq = 0;
 };
@@ -2039,20 +2456,27 @@ TxShape tx_shape(ByteView p) {
         return s;
     }
     const uint8_t* t = b + ip_len;
-    if (t[kTcpOffset] != kTcpOffset5 || t[kTcpFlags] != kAck) return s;
-    if (p.size == ip_len + kTcpHeaderLen) return s;  // no payload
+    // Options are copied into every segment by the kernel (tcp_gso_segment),
+    // so packets with equal options (the linux profile's timestamps within
+    // one millisecond) coalesce like bare headers. PSH, set on each linux
+    // profile datagram, is kept by the kernel on the last segment only.
+    const size_t tcp_len = static_cast<size_t>(t[kTcpOffset] >> 4) * 4;
+    if ((t[kTcpOffset] & 0x0f) != 0 || tcp_len < kTcpHeaderLen) return s;
+    if (t[kTcpFlags] != kAck && t[kTcpFlags] != (kAck | kPsh)) return s;
+    if (p.size <= ip_len + tcp_len) return s;  // no payload
     s.ip_len = ip_len;
-    s.payload = p.size - ip_len - kTcpHeaderLen;
+    s.tcp_len = tcp_len;
+    s.payload = p.size - ip_len - tcp_len;
     s.seq = load32(t + kTcpSeq);
     return s;
 }
 
-// Every header byte equal but the IP lengths, the IPv4 header checksum, the
-// TCP seq and the TCP checksum.
-bool same_headers(const uint8_t* a, const uint8_t* b, size_t ip_len) {
+// Every header byte equal but the IP lengths, the IPv4 header checksum and
+// ID, the TCP seq and the TCP checksum (options included: tcp_len bytes).
+bool same_headers(const uint8_t* a, const uint8_t* b, size_t ip_len, size_t tcp_len) {
     if (ip_len == kIpv4HeaderLen) {
         if (std::memcmp(a, b, kV4TotalLen) != 0 ||
-            std::memcmp(a + kV4Id, b + kV4Id, kV4Checksum - kV4Id) != 0 ||
+            std::memcmp(a + kV4Frag, b + kV4Frag, kV4Checksum - kV4Frag) != 0 ||
             std::memcmp(a + kV4Src, b + kV4Src, 8) != 0)
             return false;
     } else {
@@ -2064,7 +2488,20 @@ bool same_headers(const uint8_t* a, const uint8_t* b, size_t ip_len) {
     const uint8_t* tb = b + ip_len;
     return std::memcmp(ta, tb, kTcpSeq) == 0 &&
            std::memcmp(ta + kTcpAck, tb + kTcpAck, kTcpChecksum - kTcpAck) == 0 &&
-           std::memcmp(ta + kTcpUrgent, tb + kTcpUrgent, 2) == 0;
+           std::memcmp(ta + kTcpUrgent, tb + kTcpUrgent, tcp_len - kTcpUrgent) == 0;
+}
+
+// The kernel gives segment i of a TCPv4 super-packet the ID first + i
+// (inet_gso_segment; SKB_GSO_TCP_FIXEDID is not set for a TUN write), which is
+// the linux profile's per-packet counter; the phantun profile's fixed ID 0
+// comes out as 0, 1, 2... either way, as before. A run takes packets whose ID
+// is the first one's, or the first one's + i.
+bool id_fits_run(const uint8_t* first, const uint8_t* p, size_t i, size_t ip_len, bool& counting) {
+    if (ip_len != kIpv4HeaderLen) return true;
+    const uint16_t id0 = load16(first + kV4Id);
+    const uint16_t id = load16(p + kV4Id);
+    if (i == 1) counting = id != id0;
+    return id == (counting ? static_cast<uint16_t>(id0 + i) : id0);
 }
 
 }  // namespace
@@ -2096,14 +2533,17 @@ size_t gso_run(const ByteView* packets, size_t count) {
     size_t total = packets[0].size;
     uint32_t next_seq = first.seq + static_cast<uint32_t>(first.payload);
     const size_t limit = std::min(count, kMaxGsoSegments);
+    bool counting_ids = false;
     size_t n = 1;
     while (n < limit) {
         const TxShape s = tx_shape(packets[n]);
         if (s.ip_len != first.ip_len) break;       // not coalescable, or the other family
+        if (s.tcp_len != first.tcp_len) break;
         if (s.payload > first.payload) break;      // segments are gso_size, the last may be shorter
         if (s.seq != next_seq) break;              // the kernel advances seq by gso_size
         if (total + s.payload > kMaxGsoPacket) break;
-        if (!same_headers(packets[0].data, packets[n].data, first.ip_len)) break;
+        if (!same_headers(packets[0].data, packets[n].data, first.ip_len, first.tcp_len)) break;
+        if (!id_fits_run(packets[0].data, packets[n].data, n, first.ip_len, counting_ids)) break;
         total += s.payload;
         next_seq += static_cast<uint32_t>(s.payload);
         ++n;
@@ -2116,7 +2556,7 @@ size_t gso_header(const ByteView* packets, size_t run, uint8_t* out) {
     if (run < 2 || gso_run(packets, run) != run) return 0;
     const TxShape first = tx_shape(packets[0]);
     const size_t ip_len = first.ip_len;
-    const size_t hdr = ip_len + kTcpHeaderLen;
+    const size_t hdr = ip_len + first.tcp_len;
     size_t total = hdr;
     for (size_t i = 0; i < run; ++i) total += packets[i].size - hdr;
 

@@ -19,6 +19,7 @@
 
 #include "faketcp.h"
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstring>
@@ -1262,6 +1263,48 @@ long Tun::writev(size_t queue, const ByteView* parts, size_t count) const {
         if (n >= 0) return static_cast<long>(n);
         if (errno != EINTR) return -errno;
     }
+}
+
+
+// ---------------------------------------------------------------------------
+// The host kernel's window scale (StackConfig::linux_window_scale)
+// ---------------------------------------------------------------------------
+
+namespace {
+// The last number on the first line of a /proc file, or 0.
+uint64_t last_number_in(const char* path) {
+    int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    char buf[128];
+    ssize_t n = ::read(fd, buf, sizeof buf - 1);
+    ::close(fd);
+    if (n <= 0) return 0;
+    buf[n] = 0;
+    uint64_t last = 0, cur = 0;
+    bool in_number = false;
+    for (ssize_t i = 0; i < n && buf[i] != '\n'; ++i) {
+        if (buf[i] >= '0' && buf[i] <= '9') {
+            cur = in_number ? cur * 10 + static_cast<uint64_t>(buf[i] - '0') : static_cast<uint64_t>(buf[i] - '0');
+            in_number = true;
+            if (cur > (uint64_t{1} << 40)) return 0;  // nonsense
+        } else if (in_number) {
+            last = cur;
+            in_number = false;
+        }
+    }
+    return in_number ? cur : last;
+}
+}  // namespace
+
+// tcp_select_initial_window: space = max(tcp_rmem[2], rmem_max), shift =
+// ilog2(space) - 15 clamped to 0..14.
+uint8_t linux_window_scale_from_sysctls() {
+    const uint64_t space = std::max(last_number_in("/proc/sys/net/ipv4/tcp_rmem"),
+                                    last_number_in("/proc/sys/net/core/rmem_max"));
+    if (space == 0) return 7;
+    int log2 = 0;
+    while ((space >> (log2 + 1)) != 0) ++log2;
+    return static_cast<uint8_t>(std::min(std::max(log2 - 15, 0), 14));
 }
 
 }  // namespace faketcp

@@ -176,6 +176,7 @@ const Reason kTunnelDrops[] = {
     {"oversized", TUNNEL(oversize_drops)},
     {"empty", TUNNEL(empty_drops)},
     {"tx_queue_full", TUNNEL(tx_full_drops)},
+    {"window_full", TUNNEL(window_full_drops)},
     {"send_error", TUNNEL(send_errors)},
     {"stale", TUNNEL(stale_datagrams)},
     {"receive_buffer_overflow", TUNNEL(rx_overflows)},

@@ -314,6 +314,15 @@ const FlagDef kFlags[] = {
     {"poll-budget", 0, Section::options, false,
      [](std::string_view t, Options& o) { return parse_number(t, 0, kMaxBusyPollUs, o.poll_budget_us, "expected microseconds 0-1000, got "); },
      {"USEC", "adaptive polling (0-1000): after two packets arrive at most\nUSEC apart, poll until USEC after the last one before\nsleeping; an idle tunnel never polls (default: %D; 0: always\nsleep)", "50"}, {}},
+    {"profile", 0, Section::options, false,
+     [](std::string_view t, Options& o) {
+         if (t == "phantun") o.profile = faketcp::Profile::phantun;
+         else if (t == "linux") o.profile = faketcp::Profile::linux_tcp;
+         else return "expected phantun or linux, got " + quote(t);
+         return std::string();
+     },
+     {"NAME", "wire profile of the connections: phantun (ISN 0, no\noptions; phantun servers accept only this) or linux\n(looks like this host's own kernel TCP: random ISN,\ntimestamps, ACK stream; datagrams 12 bytes smaller)\n(default: %D)", "phantun"},
+     {"NAME", "phantun or linux: the style of RSTs to unknown\nsegments. Every client is answered in its own style\n(a SYN with an MSS option gets linux) (default: %D)", "phantun"}},
     {"help", 'h', Section::options, true, nullptr, {nullptr, "print this help and exit", nullptr}, {}},
     {"version", 'V', Section::options, true, nullptr, {nullptr, "print the version and exit", nullptr}, {}},
 };

@@ -46,6 +46,7 @@ struct Options {
     uint32_t max_half_open = 1024;     // StackConfig::max_half_open (<= max_connections)
     uint32_t reply_rate = 1000;        // StackConfig::reply_rate_per_sec
     uint32_t busy_poll_us = 0;         // Reactor::set_busy_poll; 0: off
+    faketcp::Profile profile = faketcp::Profile::phantun;  // --profile: StackConfig::profile
     uint32_t keepalive_s = 5;          // StackConfig::keepalive_interval; 0: off
     uint32_t keepalive_probes = 3;     // StackConfig::keepalive_probes
     bool auto_rules = false;           // --auto-rules: NAT/forwarding rules while running

@@ -14,6 +14,7 @@ namespace demo {
 struct TunnelCounters {
     uint64_t udp_in = 0, udp_out = 0, idle_closed = 0;
     uint64_t oversize_drops = 0, empty_drops = 0, tx_full_drops = 0, send_errors = 0;
+    uint64_t window_full_drops = 0;  // --profile linux: beyond the peer's window
     uint64_t stale_datagrams = 0, rx_overflows = 0;
     uint64_t udp_refused = 0, udp_no_buffers = 0, udp_would_block = 0, udp_other = 0;
     // client

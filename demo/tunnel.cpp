@@ -305,22 +305,25 @@ void log_stats(Mode mode, const std::vector<Snapshot>& per_worker, bool tun_offl
                   " failed/reset %" PRIu64 " reconnects %" PRIu64 ", idle-closed %" PRIu64 ", UDP in %" PRIu64 " out %" PRIu64
                   ", dropped: oversized %" PRIu64 " empty %" PRIu64 " handshake-queue-full %" PRIu64
                   " queued-then-lost %" PRIu64 " no-connection %" PRIu64 " tx-queue-full %" PRIu64
-                  " send-errors %" PRIu64 " flow-table-full %" PRIu64 " stale %" PRIu64
+                  " window-full %" PRIu64 " send-errors %" PRIu64 " flow-table-full %" PRIu64 " stale %" PRIu64
                   " receive-buffer-overflow %" PRIu64 ", UDP errors: refused %" PRIu64 " no-buffers %" PRIu64
                   " would-block %" PRIu64 " other %" PRIu64 "%s",
                   when, c.peers, c.connects_started, c.connects_ok, c.connects_lost, c.reconnects, c.idle_closed, c.udp_in,
                   c.udp_out, c.oversize_drops, c.empty_drops, c.pending_full_drops, c.pending_lost, c.no_conn_drops,
-                  c.tx_full_drops, c.send_errors, c.table_full_drops, c.stale_datagrams, c.rx_overflows,
+                  c.tx_full_drops, c.window_full_drops, c.send_errors, c.table_full_drops, c.stale_datagrams,
+                  c.rx_overflows,
                   c.udp_refused, c.udp_no_buffers, c.udp_would_block, c.udp_other,
                   udp_offload_text(c.udp_offload).c_str());
     } else {
         block.add("stats%s: server: connections accepted %" PRIu64 " closed-by-peer %" PRIu64 " idle-closed %" PRIu64
                   " no-socket %" PRIu64 ", UDP in %" PRIu64 " out %" PRIu64 ", dropped: oversized %" PRIu64
-                  " empty %" PRIu64 " tx-queue-full %" PRIu64 " send-errors %" PRIu64 " stale %" PRIu64
+                  " empty %" PRIu64 " tx-queue-full %" PRIu64 " window-full %" PRIu64 " send-errors %" PRIu64
+                  " stale %" PRIu64
                   " receive-buffer-overflow %" PRIu64 ", UDP errors: refused %" PRIu64 " no-buffers %" PRIu64
                   " would-block %" PRIu64 " other %" PRIu64 "%s",
                   when, c.accepted, c.peer_closed, c.idle_closed, c.socket_errors, c.udp_in, c.udp_out,
-                  c.oversize_drops, c.empty_drops, c.tx_full_drops, c.send_errors, c.stale_datagrams, c.rx_overflows,
+                  c.oversize_drops, c.empty_drops, c.tx_full_drops, c.window_full_drops, c.send_errors,
+                  c.stale_datagrams, c.rx_overflows,
                   c.udp_refused, c.udp_no_buffers, c.udp_would_block, c.udp_other,
                   udp_offload_text(c.udp_offload).c_str());
     }
@@ -567,6 +570,7 @@ protected:
             case Errc::ok: return true;
             case Errc::too_big: drop_oversize(data.size, false, limit, from, now); return false;
             case Errc::tx_queue_full: ++counters_.tx_full_drops; break;
+            case Errc::window_full: ++counters_.window_full_drops; break;
             case Errc::empty_datagram: ++counters_.empty_drops; break;
             default: ++counters_.send_errors; break;
         }
@@ -703,7 +707,23 @@ public:
         }
     }
 
-    void on_connect_failed(ConnId conn, CloseReason reason) override { lost(conn, reason, "could not connect"); }
+    void on_connect_failed(ConnId conn, CloseReason reason) override {
+        if (reason == CloseReason::peer_reset && driver_.stack().config().profile == faketcp::Profile::linux_tcp)
+            explain_refused_linux_handshake();
+        lost(conn, reason, "could not connect");
+    }
+
+    // phantun's server answers a SYN whose sequence number is not 0 with an
+    // RST (measured with phantun 0.8.1), and so does a host where nothing
+    // listens: say once which flag fixes the first case.
+    void explain_refused_linux_handshake() {
+        if (refused_linux_explained_) return;
+        refused_linux_explained_ = true;
+        LOG_ERROR("client: --profile linux: %s refused the handshake with an RST. A phantun server accepts only "
+                  "SYNs with sequence number 0: use --profile phantun towards it (or nothing listens on that port)",
+                  ep_str(setup_.remote).c_str());
+    }
+    bool refused_linux_explained_ = false;
 
     void on_closed(ConnId conn, CloseReason reason) override { lost(conn, reason, "lost"); }
 
@@ -1279,6 +1299,9 @@ faketcp::StackConfig stack_config(const Options& o, uint32_t shards, uint32_t in
     sc.max_half_open = share(o.max_half_open, shards);
     sc.reply_rate_per_sec = share(o.reply_rate, shards);
     sc.seed = random_seed();
+    sc.secret = {random_seed(), random_seed()};
+    sc.profile = o.profile;
+    sc.linux_window_scale = faketcp::linux_window_scale_from_sysctls();
     sc.log = forward_library_log;
     sc.shard_count = shards;
     sc.shard_index = index;

@@ -429,6 +429,7 @@ const char* name(ft::Errc v) {
         case ft::Errc::ports_exhausted: return "ports_exhausted";
         case ft::Errc::table_full: return "table_full";
         case ft::Errc::tx_queue_full: return "tx_queue_full";
+        case ft::Errc::window_full: return "window_full";
         case ft::Errc::system: return "system";
     }
     return "Errc(?)";
