@@ -149,7 +149,8 @@ TEST_CASE("options: a config file's mistakes give one line with FILE:LINE") {
 }
 
 TEST_CASE("options: a config file with a NUL byte is refused") {
-    TempConfig cfg(std::string("local 4567\nremote 127.0.0.1:7000\ntun a\0b\n", 43));
+    static const char kText[] = "local 4567\nremote 127.0.0.1:7000\ntun a\0b\n";
+    TempConfig cfg(std::string(kText, sizeof kText - 1));  // the literal's own length: the NUL inside counts
     ParseResult r = parse({"server", "--config", cfg.path});
     REQUIRE(r.kind == ParseResult::error);
     CHECK(r.text.find(":3: not a text file") != std::string::npos);
