@@ -35,13 +35,7 @@ import sys
 import time
 
 
-def parse_hp(text):
-    if text.startswith("["):
-        host, _, port = text[1:].partition("]:")
-    else:
-        host, _, port = text.rpartition(":")
-    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return fam, (host, int(port))
+from udptool import parse_hp  # HOST:PORT and [v6]:PORT, as the suite's other tools (same directory)
 
 
 def exchange(target, data, shut_wr=False, timeout=10.0):
