@@ -4,8 +4,8 @@
 //   1. errors and addresses   — Status, Errc, IpAddr/Endpoint parsing and printing
 //   2. wire                   — byte helpers, checksums, bounds-checked decode, encode
 //   3. connection             — per-connection state and sequence arithmetic
-//   4. table                  — slots, the 4-tuple index, the timer heap
-//   5. stack                  — demux, the state machine, queues, stats
+//   4. table                  — slots, the 4-tuple index, the timers, keys and generators
+//   5. stack                  — the queues, demux, the application's calls (on section 3's machine)
 //   6. reactor                — epoll and deadlines
 //   6b. device offload        — virtio-net headers, GSO coalesce, GRO split (pure functions)
 //   7. driver                 — a Stack over a Tun inside a Reactor
@@ -635,12 +635,30 @@ size_t write_segment(uint8_t* out, const SegmentSpec& s) {
 }
 
 // ===========================================================================
-// 3. Connection: one fake-TCP connection's state. No I/O here.
+// 3. Connection: one fake-TCP connection's state and its state machine.
+//    Functions over a Conn: what they send (Reply values) and what the
+//    application should hear go to a ConnOutput, and the stack decides where
+//    that lands. No queue, no table, no clock of its own.
 // ===========================================================================
 
-// RFC 1982 serial-number arithmetic on 32-bit sequence numbers.
+// --- 3a. State ----------------------------------------------------------------
+
+// RFC 1982 serial-number arithmetic on 32-bit sequence numbers: lengths add
+// with wrap-around, and order holds within half the space.
 struct SeqNum {
-    uint32_t v;
+    uint32_t v = 0;
+    SeqNum() = default;
+    constexpr explicit SeqNum(uint32_t raw) : v(raw) {}
+    friend SeqNum operator+(SeqNum a, uint32_t n) { return SeqNum(a.v + n); }
+    friend SeqNum operator-(SeqNum a, uint32_t n) { return SeqNum(a.v - n); }
+    // How far a lies ahead of b, modulo 2^32.
+    friend uint32_t operator-(SeqNum a, SeqNum b) { return a.v - b.v; }
+    SeqNum& operator+=(uint32_t n) {
+        v += n;
+        return *this;
+    }
+    friend bool operator==(SeqNum a, SeqNum b) { return a.v == b.v; }
+    friend bool operator!=(SeqNum a, SeqNum b) { return a.v != b.v; }
     friend bool seq_before(SeqNum a, SeqNum b) { return static_cast<int32_t>(a.v - b.v) < 0; }
     friend bool seq_after(SeqNum a, SeqNum b) { return seq_before(b, a); }
     // Distance from b to a, ignoring direction.
@@ -650,12 +668,18 @@ struct SeqNum {
     }
 };
 
+// A segment's sequence numbers as SeqNum (the wire section keeps raw fields).
+SeqNum seq_of(const Segment& s) { return SeqNum(s.seq); }
+SeqNum ack_of(const Segment& s) { return SeqNum(s.ack); }
+// The end of the segment's payload: seq + payload length.
+SeqNum payload_end(const Segment& s) { return seq_of(s) + static_cast<uint32_t>(s.payload.size); }
+
 constexpr TimePoint kNever = TimePoint::max();
 
 enum class SlotState : uint8_t {
     free,
     live,     // in the index, reachable by packets
-    closing,  // reset by the peer; held until the app drains its closed event
+    closing,  // ended without the app asking; held until the app drains its terminal event
 };
 
 // What a linux_tcp connection keeps beyond the phantun profile's state. The
@@ -663,7 +687,7 @@ enum class SlotState : uint8_t {
 struct LinuxState {
     uint32_t ts_offset = 0;   // tsoffset: TSval = millisecond clock + this
     uint32_t ts_recent = 0;   // rx_opt.ts_recent: the peer's TSval, echoed as TSecr
-    uint32_t snd_una = 0;     // the peer's highest acknowledgement
+    SeqNum snd_una;           // the peer's highest acknowledgement
     uint32_t snd_wnd = 0;     // the peer's window in bytes, from snd_una on
     uint32_t rcv_wnd = 0;     // rcv_ssthresh: the window we advertise, in bytes
     uint32_t rcv_wnd_clamp = 0;  // window_clamp
@@ -685,13 +709,13 @@ struct Conn {
     uint64_t user_data = 0;
     TimePoint handshake_deadline = kNever;  // next SYN / SYN-ACK retransmission
     TimePoint ack_due = kNever;             // idle-ACK time
-    TimePoint timer_queued = kNever;        // earliest live timer-heap entry
+    TimePoint timer_queued = kNever;        // earliest live timer-heap entry (the stack's)
     uint32_t generation = 1;
-    uint32_t iss = 0;
-    uint32_t snd_nxt = 0;
-    uint32_t irs = 0;
-    uint32_t rcv_nxt = 0;
-    uint32_t last_ack_sent = 0;
+    SeqNum iss;
+    SeqNum snd_nxt;
+    SeqNum irs;
+    SeqNum rcv_nxt;        // the highest sequence end received
+    SeqNum last_ack_sent;
     uint8_t attempts = 0;  // SYN / SYN-ACK transmissions so far
     ConnState state = ConnState::syn_sent;
     SlotState slot = SlotState::free;
@@ -707,7 +731,7 @@ struct Conn {
     TimePoint last_send = kNever;         // the last datagram sent
     TimePoint last_probe = kNever;        // the last probe sent
     TimePoint answer_allowed = TimePoint{};  // probe answers: rate limit
-    uint32_t snd_una = 0;                 // the highest ack the peer sent
+    SeqNum snd_una;                       // the highest ack the peer sent
     uint32_t probes_since_rx = 0;         // idle probes sent since last_rx
     bool awaiting_answer = false;         // a probe went out; no payload-less segment since
     bool peer_answers = false;            // the peer answered a probe: rule (a) applies
@@ -716,15 +740,710 @@ struct Conn {
     TimePoint timer() const { return std::min({handshake_deadline, ack_due, keepalive_due}); }
 };
 
-// ===========================================================================
-// 4. Table: preallocated slots, an open-addressing 4-tuple index, timers.
-// ===========================================================================
-
-// The 4-tuple as hashed and compared.
-struct TupleKey {
-    const Endpoint* local;
-    const Endpoint* remote;
+// One segment a connection wants sent, as a value: where it goes, and how
+// the profile shapes it (options, window, IP ID), the stack decides. Its
+// acknowledgement field is RCV.NXT when ACK is set.
+struct Reply {
+    SeqNum seq;
+    uint8_t flags = 0;
+    ByteView payload;
 };
+
+// Where the state machine's output goes. The stack implements it.
+class ConnOutput {
+public:
+    // Queue `r` on `c` (the profile shapes it, at `now`); false when it was
+    // not queued (the stack counted why).
+    virtual bool transmit(Conn& c, const Reply& r, TimePoint now) = 0;
+    // Tell the application: accepted or connected.
+    virtual void notify(const Conn& c, EventType type) = 0;
+    // A datagram for the application (dropped and counted if it is not
+    // draining its events).
+    virtual void deliver(const Conn& c, ByteView payload) = 0;
+    // `c` ended without the application asking: packets must no longer reach
+    // it. Afterwards `c` is no longer live.
+    virtual void ended(Conn& c, CloseReason why) = 0;
+    // The budget of replies the stack makes unasked (challenge ACKs, answers
+    // to retransmitted handshakes); false: the reply is dropped and counted.
+    virtual bool reply_allowed(TimePoint now) = 0;
+
+protected:
+    ~ConnOutput() = default;
+};
+
+// What a state-machine step works with besides its Conn.
+struct Context {
+    const StackConfig& cfg;
+    Stats& stats;
+    ConnOutput& out;
+    TimePoint now;  // the time of the call being served
+};
+
+void count_drop(Stats& s, DropReason r) { ++s.drops[static_cast<size_t>(r)]; }
+
+size_t max_datagram_for(const StackConfig& cfg, Family f) {
+    size_t headers = ip_header_len(f) + kTcpHeaderLen;
+    return cfg.mtu > headers ? cfg.mtu - headers : 0;
+}
+
+// Less the timestamp option on a linux_tcp connection that carries it.
+size_t max_datagram_of(const Conn& c, const StackConfig& cfg) {
+    const size_t m = max_datagram_for(cfg, c.local.addr.family);
+    const bool ts = c.profile == Profile::linux_tcp && c.lx.ts_ok;
+    return ts ? (m > kTsOptionLen ? m - kTsOptionLen : 0) : m;
+}
+
+// --- 3b. The linux_tcp profile -------------------------------------------------
+//
+// Every value below is what Linux (6.x source and a 6.18 capture, see the
+// README's wire table) writes; the kernel function is named where it helps.
+
+constexpr Duration kDelayedAck = std::chrono::milliseconds(40);  // TCP_DELACK_MIN
+constexpr uint8_t kQuickAcks = 16;         // TCP_MAX_QUICKACKS
+constexpr uint32_t kGrowMinPayload = 128;  // tcp_grow_window ignores tinier segments
+
+// What a linux_tcp connection takes from the stack's keys and generator.
+struct LinuxIds {
+    uint32_t ts_offset;   // secure_tcp_ts_off
+    uint32_t flow_label;  // IPv6, 20 bits
+    uint16_t ip_id;       // random: get_random_u16() in tcp_v4_connect / syn_recv_sock
+};
+
+// tcp_clock_ms() + tsoffset: a millisecond clock (RFC 7323 §5.4 wants
+// 1 ms to 1 s per tick) offset per address pair.
+uint32_t linux_tsval(const Conn& c, TimePoint now) {
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
+    return static_cast<uint32_t>(ms) + c.lx.ts_offset;
+}
+
+// The MSS option's value: the MTU less the IP and TCP headers (advmss).
+uint32_t linux_mss_option(const StackConfig& cfg, Family f) {
+    return std::min<uint32_t>(cfg.mtu - static_cast<uint32_t>(ip_header_len(f) + kTcpHeaderLen), 65535);
+}
+
+// tcp_select_initial_window: the SYN's window is 65535 rounded down to a
+// multiple of the MSS (less the timestamp option on a SYN-ACK that
+// negotiated it): 64240 and 65160 on a 1500-byte MTU.
+uint32_t linux_initial_window(uint32_t mss) { return mss ? 65535 / mss * mss : 65535; }
+
+// State a linux_tcp connection has from its first packet on.
+void linux_init(Conn& c, const StackConfig& cfg, const LinuxIds& ids) {
+    LinuxState& lx = c.lx;
+    lx = LinuxState{};
+    lx.ts_offset = ids.ts_offset;
+    lx.flow_label = ids.flow_label;
+    lx.ip_id = ids.ip_id;
+    lx.rcv_wscale = std::min(cfg.linux_window_scale, kMaxWindowScale);
+    lx.quickacks = kQuickAcks;
+    lx.adv_mss = linux_mss_option(cfg, c.local.addr.family);
+    lx.rcv_wnd = linux_initial_window(lx.adv_mss);
+    lx.ts_ok = true;  // offered; the peer's SYN or SYN-ACK decides
+    lx.sack_ok = true;
+}
+
+// What the peer's SYN or SYN-ACK negotiated (tcp_parse_options, RFC 7323:
+// an option counts only if both sides sent it).
+void linux_negotiate(Conn& c, const Segment& syn) {
+    LinuxState& lx = c.lx;
+    lx.ts_ok = lx.ts_ok && syn.opts.has_ts;
+    lx.sack_ok = lx.sack_ok && syn.opts.sack_ok;
+    if (lx.ts_ok) lx.ts_recent = syn.opts.tsval;
+    lx.wscale_ok = syn.opts.has_wscale;
+    if (lx.wscale_ok) {
+        lx.snd_wscale = syn.opts.wscale;
+        // About half of tcp_rmem[2] (the shift was derived from it), where
+        // receive autotuning takes a bulk receiver's window.
+        lx.rcv_wnd_clamp = std::max(65535u, 1u << (lx.rcv_wscale + 14));
+    } else {
+        lx.snd_wscale = lx.rcv_wscale = 0;
+        lx.rcv_wnd_clamp = 65535;
+    }
+    lx.snd_una = c.iss + 1;
+    lx.snd_wnd = syn.window;  // never scaled in a SYN (RFC 7323 §2.2)
+    if (lx.ts_ok) lx.adv_mss -= kTsOptionLen;
+}
+
+// The options tcp_options_write would put on one segment.
+struct LinuxOptions {
+    uint32_t mss = 0;  // 0: none
+    bool sack = false;
+    bool ts = false;
+    uint32_t tsval = 0, tsecr = 0;
+    int wscale = -1;  // -1: none
+};
+
+size_t put_mss(uint8_t* o, uint32_t mss) {
+    o[0] = kOptMss;
+    o[1] = 4;
+    store16(o + 2, static_cast<uint16_t>(mss));
+    return 4;
+}
+
+// SACK-permitted + timestamps, or NOP NOP + timestamps.
+size_t put_timestamps(uint8_t* o, bool sack, uint32_t tsval, uint32_t tsecr) {
+    o[0] = sack ? kOptSackOk : kOptNop;
+    o[1] = sack ? 2 : kOptNop;
+    o[2] = kOptTimestamp;
+    o[3] = 10;
+    store32(o + 4, tsval);
+    store32(o + 8, tsecr);
+    return 12;
+}
+
+size_t put_option4(uint8_t* o, uint8_t a, uint8_t b, uint8_t c, uint8_t d) {
+    o[0] = a;
+    o[1] = b;
+    o[2] = c;
+    o[3] = d;
+    return 4;
+}
+
+// tcp_options_write's order: MSS; SACK-permitted + timestamps (or NOP NOP
+// + timestamps); NOP + window scale; NOP NOP + SACK-permitted alone.
+size_t write_linux_options(uint8_t* o, const LinuxOptions& w) {
+    size_t n = 0;
+    if (w.mss) n += put_mss(o + n, w.mss);
+    if (w.ts) n += put_timestamps(o + n, w.sack, w.tsval, w.tsecr);
+    if (w.wscale >= 0) n += put_option4(o + n, kOptNop, kOptWscale, 3, static_cast<uint8_t>(w.wscale));
+    if (w.sack && !w.ts) n += put_option4(o + n, kOptNop, kOptNop, kOptSackOk, 2);
+    return n;
+}
+
+// The options of a linux_tcp SYN, SYN-ACK or later segment.
+LinuxOptions linux_options(const Conn& c, uint8_t flags, const StackConfig& cfg, TimePoint now) {
+    const LinuxState& lx = c.lx;
+    LinuxOptions w;
+    if (!(flags & kSyn)) {
+        w.ts = lx.ts_ok;
+        w.tsval = linux_tsval(c, now);
+        w.tsecr = lx.ts_recent;
+    } else if (flags & kAck) {
+        w = LinuxOptions{linux_mss_option(cfg, c.local.addr.family), lx.sack_ok, lx.ts_ok,
+                         linux_tsval(c, now), lx.ts_recent, lx.wscale_ok ? lx.rcv_wscale : -1};
+    } else {
+        w = LinuxOptions{lx.adv_mss, true, true, linux_tsval(c, now), 0, lx.rcv_wscale};
+    }
+    return w;
+}
+
+// The window field of a segment after the SYN: rcv_wnd in units of our
+// shift, rounded up as __tcp_select_window does (64240 -> 63 << 10).
+uint16_t linux_window_field(const LinuxState& lx) {
+    const uint32_t unit = 1u << lx.rcv_wscale;
+    return static_cast<uint16_t>(std::min<uint32_t>((lx.rcv_wnd + unit - 1) >> lx.rcv_wscale, 65535));
+}
+
+// Shape one segment of a linux_tcp connection: options, window, IP ID,
+// flow label, PSH on data (the last segment of every write() carries it).
+void linux_shape(Conn& c, SegmentSpec& s, uint8_t* options, const StackConfig& cfg, TimePoint now) {
+    LinuxState& lx = c.lx;
+    const bool syn = (s.flags & kSyn) != 0;
+    const bool synack = syn && (s.flags & kAck) != 0;
+    s.options = ByteView(options, write_linux_options(options, linux_options(c, s.flags, cfg, now)));
+    s.window = syn ? static_cast<uint16_t>(std::min<uint32_t>(lx.rcv_wnd, 65535)) : linux_window_field(lx);
+    // A SYN-ACK comes from the request socket (ID 0); everything else from
+    // the socket's counter, one per packet.
+    s.ip_id = synack ? 0 : lx.ip_id++;
+    s.flow_label = lx.flow_label;
+    if (s.payload.size) s.flags |= kPsh;
+}
+
+// Every acceptable segment: the peer's window and acknowledgement
+// (tcp_ack_update_window), and its TSval to echo, taken only from a
+// segment that starts at or before our last ACK (RFC 7323 §4.3). A
+// keepalive probe (no payload, seq before RCV.NXT) fails the kernel's
+// tcp_sequence check, so its TSval is never echoed: the answer carries
+// the TSecr the last acceptable segment set, as the kernel's dupack does.
+// TSvals compare with the same serial arithmetic as sequence numbers.
+void linux_track_peer(Conn& c, const Segment& seg) {
+    LinuxState& lx = c.lx;
+    const bool probe = seg.payload.size == 0 && seq_before(seq_of(seg), c.rcv_nxt);
+    if (lx.ts_ok && seg.opts.has_ts && !probe && !seq_after(seq_of(seg), c.last_ack_sent) &&
+        !seq_before(SeqNum(seg.opts.tsval), SeqNum(lx.ts_recent)))
+        lx.ts_recent = seg.opts.tsval;
+    if (seg.has(kAck) && !seq_before(ack_of(seg), lx.snd_una) && !seq_after(ack_of(seg), c.snd_nxt)) {
+        lx.snd_una = ack_of(seg);
+        lx.snd_wnd = uint32_t{seg.window} << lx.snd_wscale;
+    }
+}
+
+// The sender never puts data past the window the peer advertised.
+bool linux_window_allows(const Conn& c, size_t len) {
+    const SeqNum end = c.snd_nxt + static_cast<uint32_t>(len);
+    return !seq_after(end, c.lx.snd_una + c.lx.snd_wnd);
+}
+
+// Handshake retransmissions: phantun's fixed interval, or the kernel's
+// doubling from 1 s (TCP_TIMEOUT_INIT, tcp_retransmit_timer's backoff).
+Duration handshake_interval(const Conn& c, const StackConfig& cfg) {
+    if (c.profile != Profile::linux_tcp) return cfg.handshake_interval;
+    return cfg.handshake_interval * (1 << std::min<int>(c.attempts > 0 ? c.attempts - 1 : 0, 16));
+}
+
+// --- 3c. Output: the segments a connection sends --------------------------------
+
+// The segment `r` of `c` as the wire section encodes it: linux_tcp's
+// shaping, or phantun's SYN option. `options` (kMaxTcpOptionsLen bytes) is
+// storage the result points into.
+SegmentSpec conn_segment(Conn& c, const Reply& r, const StackConfig& cfg, TimePoint now, uint8_t* options) {
+    const uint32_t ack = (r.flags & kAck) ? c.rcv_nxt.v : 0;
+    SegmentSpec spec{&c.local, &c.remote, r.seq.v, ack, r.flags, r.payload};
+    if (c.profile == Profile::linux_tcp) {
+        linux_shape(c, spec, options, cfg, now);
+    } else if (r.flags & kSyn) {
+        spec.options = ByteView(kPhantunSynOptions, sizeof kPhantunSynOptions);
+    }
+    return spec;
+}
+
+// Send `r`; a sent ACK acknowledges everything received so far.
+bool transmit(Conn& c, const Reply& r, Context& cx) {
+    if (!cx.out.transmit(c, r, cx.now)) return false;
+    if (r.flags & kAck) {
+        c.last_ack_sent = c.rcv_nxt;
+        c.ack_due = kNever;  // this segment carried the acknowledgement
+    }
+    if (r.flags & kRst) ++cx.stats.rst_sent;
+    return true;
+}
+
+bool send_pure_ack(Conn& c, Context& cx) { return transmit(c, Reply{c.snd_nxt, kAck, {}}, cx); }
+
+// SYN from the client, SYN-ACK from the accepting side.
+bool send_handshake(Conn& c, Context& cx) {
+    const uint8_t flags = c.state == ConnState::syn_sent ? kSyn : (kSyn | kAck);
+    return transmit(c, Reply{c.iss, flags, {}}, cx);
+}
+
+// The first SYN or SYN-ACK; retransmissions follow from the timer.
+void start_handshake(Conn& c, Context& cx) {
+    send_handshake(c, cx);
+    c.attempts = 1;
+    c.handshake_deadline = cx.now + cx.cfg.handshake_interval;
+}
+
+// A reply the stack makes unasked: within its budget, or dropped and counted.
+bool may_reply(Context& cx) {
+    if (cx.out.reply_allowed(cx.now)) return true;
+    count_drop(cx.stats, DropReason::reply_rate_limited);
+    return false;
+}
+
+// RFC 5961 challenge ACK, rate-limited with the other unsolicited replies.
+void send_challenge_ack(Conn& c, Context& cx) {
+    if (may_reply(cx) && send_pure_ack(c, cx)) ++cx.stats.challenge_acks_sent;
+}
+
+// close(): tcp_send_active_reset is RST|ACK with the connection's options.
+void send_reset(Conn& c, Context& cx) {
+    const bool linux_rst_ack = c.profile == Profile::linux_tcp && c.state != ConnState::syn_sent;
+    transmit(c, Reply{c.snd_nxt, static_cast<uint8_t>(linux_rst_ack ? (kRst | kAck) : kRst), {}}, cx);
+}
+
+// --- 3d. Liveness (see "Liveness" in faketcp.h) -----------------------------------
+
+// Probe answers per connection: at most one per this gap.
+constexpr Duration kProbeAnswerGap = std::chrono::milliseconds(200);
+
+bool keepalive_on(const StackConfig& cfg) { return cfg.keepalive_interval > Duration::zero(); }
+
+// The accepting side lags a quarter interval, so that between two faketcp
+// ends the client's probes (and the answers) usually keep both quiet.
+Duration keepalive_lag(const Conn& c, const StackConfig& cfg) {
+    return c.is_client ? Duration::zero() : cfg.keepalive_interval / 4;
+}
+
+// D: how long a path may stay silent before it is declared dead.
+Duration dead_span(const StackConfig& cfg) {
+    return cfg.keepalive_interval * static_cast<Duration::rep>(cfg.keepalive_probes + 1);
+}
+
+TimePoint next_idle_probe(const Conn& c, const StackConfig& cfg) {
+    if (c.probes_since_rx == 0) return c.last_rx + keepalive_lag(c, cfg) + cfg.keepalive_interval;
+    return c.last_probe + cfg.keepalive_interval;
+}
+
+// Rule (a): the peer answers probes and the last of `keepalive_probes`
+// unanswered ones is one interval old. Counting probes actually sent
+// (not time alone) keeps a process that was paused from killing its
+// connections on waking up.
+TimePoint dead_by_probes(const Conn& c, const StackConfig& cfg) {
+    if (!c.peer_answers || c.probes_since_rx < cfg.keepalive_probes) return kNever;
+    return c.last_probe + cfg.keepalive_interval;
+}
+
+// Rule (b): a peer that sends data, and a run of our datagrams D long with
+// nothing back.
+TimePoint dead_by_silence(const Conn& c, const StackConfig& cfg) {
+    if (!c.peer_sent_data || c.send_run_start == kNever) return kNever;
+    return c.send_run_start + dead_span(cfg);
+}
+
+void plan_keepalive(Conn& c, const StackConfig& cfg) {
+    if (!keepalive_on(cfg) || c.state != ConnState::established) return;
+    c.keepalive_due = std::min({next_idle_probe(c, cfg), c.discovery_probe, dead_by_probes(c, cfg),
+                                dead_by_silence(c, cfg)});
+}
+
+void start_keepalive(Conn& c, Context& cx) {
+    c.snd_una = c.iss + 1;  // the handshake acknowledged our SYN
+    c.last_rx = cx.now;
+    if (!keepalive_on(cx.cfg)) return;
+    c.discovery_probe = cx.now + keepalive_lag(c, cx.cfg) + cx.cfg.keepalive_interval;
+    plan_keepalive(c, cx.cfg);
+}
+
+// Any acceptable segment from the peer: it is alive.
+void note_alive(Conn& c, const Segment& seg, Context& cx) {
+    if (seq_after(ack_of(seg), c.snd_una) && !seq_after(ack_of(seg), c.snd_nxt)) c.snd_una = ack_of(seg);
+    c.last_rx = cx.now;
+    c.probes_since_rx = 0;
+    c.send_run_start = kNever;
+    plan_keepalive(c, cx.cfg);
+}
+
+// A datagram went out: a run of sends starts, or goes on (rule b).
+void note_send(Conn& c, Context& cx) {
+    if (!keepalive_on(cx.cfg)) return;
+    const bool new_run = c.send_run_start == kNever || c.last_send == kNever ||
+                         cx.now - c.last_send > cx.cfg.keepalive_interval;
+    c.last_send = cx.now;
+    if (!new_run) return;
+    c.send_run_start = cx.now;
+    if (c.peer_sent_data) plan_keepalive(c, cx.cfg);
+}
+
+// seq = SND.UNA - 1: already acknowledged by the peer, so a TCP receiver
+// (this Stack included) answers with a pure ACK and delivers nothing.
+void send_probe(Conn& c, Context& cx) {
+    c.last_probe = cx.now;  // even if the queue is full: the schedule moves on
+    c.awaiting_answer = true;
+    if (transmit(c, Reply{c.snd_una - 1, kAck, {}}, cx)) ++cx.stats.keepalive_probes_sent;
+}
+
+void answer_probe(Conn& c, Context& cx) {
+    if (cx.now < c.answer_allowed) {
+        count_drop(cx.stats, DropReason::reply_rate_limited);
+        return;
+    }
+    c.answer_allowed = cx.now + kProbeAnswerGap;
+    if (send_pure_ack(c, cx)) ++cx.stats.keepalive_answers_sent;
+}
+
+// A payload-less segment on an established connection: a probe to answer,
+// an answer to ours, or an ACK.
+void on_payloadless(Conn& c, const Segment& seg, Context& cx) {
+    if (seq_before(seq_of(seg), c.rcv_nxt)) {
+        answer_probe(c, cx);
+        return;
+    }
+    // A TCP answer acknowledges at least SND.UNA. phantun answers the
+    // first probe after its own last segment by accident (the probe's seq
+    // moves its ack back, which trips its 128 MiB rule) with ack = the
+    // probe's seq, one before SND.UNA: proof of life, but no sign that it
+    // answers probes.
+    if (c.awaiting_answer && !seq_before(ack_of(seg), c.snd_una)) {
+        c.awaiting_answer = false;
+        c.peer_answers = true;
+        ++cx.stats.keepalive_probes_answered;
+        plan_keepalive(c, cx.cfg);
+    }
+}
+
+// The peer went silent on a path it answers on: a best-effort RST (it
+// frees the peer's side if only our direction of the path works), then
+// the closed event.
+void declare_dead(Conn& c, Context& cx) {
+    transmit(c, Reply{c.snd_nxt, kRst, {}}, cx);
+    ++cx.stats.peer_dead_closes;
+    cx.out.ended(c, CloseReason::peer_dead);
+}
+
+// peer_dead by rule (a) or (b), or the probe that is due.
+void on_keepalive(Conn& c, Context& cx) {
+    const StackConfig& cfg = cx.cfg;
+    c.keepalive_due = kNever;
+    if (dead_by_probes(c, cfg) <= cx.now) {
+        declare_dead(c, cx);
+        return;
+    }
+    if (dead_by_silence(c, cfg) <= cx.now) {
+        if (cx.now - c.last_send <= cfg.keepalive_interval) {
+            declare_dead(c, cx);
+            return;
+        }
+        c.send_run_start = kNever;  // we stopped sending before D was up: no verdict
+    }
+    const bool idle_due = next_idle_probe(c, cfg) <= cx.now;
+    if (idle_due || c.discovery_probe <= cx.now) {
+        send_probe(c, cx);
+        c.discovery_probe = kNever;  // a probe went out: the peer can show it answers
+        if (idle_due) ++c.probes_since_rx;
+    }
+    plan_keepalive(c, cfg);
+}
+
+// --- 3e. Input: one segment of a connection ---------------------------------------
+
+void establish(Conn& c, Context& cx) {
+    c.state = ConnState::established;
+    c.handshake_deadline = kNever;
+    --cx.stats.half_open_connections;
+    ++cx.stats.open_connections;
+    ++cx.stats.handshakes_completed;
+    start_keepalive(c, cx);
+}
+
+// The handshake did not complete (the stack tells the client's application;
+// a half-open accepted connection vanishes silently).
+void fail_handshake(Conn& c, CloseReason why, Context& cx) {
+    ++cx.stats.handshakes_failed;
+    cx.out.ended(c, why);
+}
+
+// The highest sequence end received moves on; the payload becomes a datagram event.
+void receive_payload(Conn& c, const Segment& seg, Context& cx) {
+    c.peer_sent_data = true;
+    if (seq_after(payload_end(seg), c.rcv_nxt)) c.rcv_nxt = payload_end(seg);
+    cx.out.deliver(c, seg.payload);
+}
+
+// __tcp_ack_snd_check: ACK at once when more than one full-sized segment
+// is unacknowledged, in quick-ACK mode (the first segments) or when data
+// arrives out of order; otherwise after the delayed-ACK time. "At once"
+// means at the next on_timer(now) call, i.e. once for every segment of an
+// input batch, as the kernel ACKs once per GRO super-packet.
+void linux_on_data(Conn& c, const Segment& seg, Context& cx) {
+    LinuxState& lx = c.lx;
+    const uint32_t len = static_cast<uint32_t>(seg.payload.size);
+    const bool in_order = seq_of(seg) == c.rcv_nxt;
+    lx.rcv_mss = std::max(lx.rcv_mss, len);
+    if (len >= kGrowMinPayload && lx.rcv_wnd < lx.rcv_wnd_clamp)  // tcp_grow_window
+        lx.rcv_wnd = std::min(lx.rcv_wnd_clamp, lx.rcv_wnd + 2 * lx.adv_mss);
+    receive_payload(c, seg, cx);
+    const bool ack_now = !in_order || lx.quickacks > 0 || c.rcv_nxt - c.last_ack_sent > lx.rcv_mss;
+    if (lx.quickacks > 0) --lx.quickacks;
+    const TimePoint due = ack_now ? cx.now : cx.now + kDelayedAck;
+    if (due < c.ack_due) c.ack_due = due;
+}
+
+// phantun's rule: a pure ACK once data has advanced ack_every_bytes past the
+// last ACK, otherwise one idle_ack_interval after it arrived.
+void on_data(Conn& c, const Segment& seg, Context& cx) {
+    if (c.profile == Profile::linux_tcp) {
+        linux_on_data(c, seg, cx);
+        return;
+    }
+    receive_payload(c, seg, cx);
+    const uint32_t unacked = c.rcv_nxt - c.last_ack_sent;
+    if (unacked > cx.cfg.ack_every_bytes) {
+        send_pure_ack(c, cx);
+        ++cx.stats.idle_acks_sent;
+    } else if (unacked != 0 && c.ack_due == kNever) {
+        c.ack_due = cx.now + cx.cfg.idle_ack_interval;
+    }
+}
+
+void on_syn_sent(Conn& c, const Segment& seg, Context& cx) {
+    if (seg.has(kRst)) {
+        if (ack_of(seg) != c.iss + 1) {
+            count_drop(cx.stats, DropReason::bad_ack);
+            return;
+        }
+        ++cx.stats.rst_received;
+        fail_handshake(c, CloseReason::peer_reset, cx);
+        return;
+    }
+    if (!seg.has(kSyn) || !seg.has(kAck) || seg.has(kFin) || ack_of(seg) != c.iss + 1) {
+        count_drop(cx.stats, DropReason::bad_ack);
+        return;
+    }
+    c.irs = seq_of(seg);
+    c.rcv_nxt = c.irs + 1;
+    if (c.profile == Profile::linux_tcp) linux_negotiate(c, seg);
+    establish(c, cx);
+    send_pure_ack(c, cx);
+    cx.out.notify(c, EventType::connected);
+}
+
+// A SYN again while we wait for the handshake's ACK: the peer did not hear
+// our SYN-ACK, so it goes out again now (within the reply budget).
+void on_syn_again(Conn& c, const Segment& seg, Context& cx) {
+    if (seg.has(kAck) || seq_of(seg) != c.irs) {
+        count_drop(cx.stats, DropReason::unexpected_syn);
+        return;
+    }
+    if (!may_reply(cx)) return;
+    send_handshake(c, cx);
+    ++cx.stats.syn_retransmits;
+}
+
+// The kernel sends nothing when the handshake's ACK arrives: data on it
+// takes the ordinary ACK cadence.
+void linux_accept_ack(Conn& c, const Segment& seg, Context& cx) {
+    linux_track_peer(c, seg);
+    if (seg.payload.size) linux_on_data(c, seg, cx);
+}
+
+// The handshake's ACK (or the first data segment, that ACK lost).
+void on_handshake_ack(Conn& c, const Segment& seg, Context& cx) {
+    establish(c, cx);
+    c.last_ack_sent = c.rcv_nxt;
+    cx.out.notify(c, EventType::accepted);
+    if (c.profile == Profile::linux_tcp) {
+        linux_accept_ack(c, seg, cx);
+        return;
+    }
+    // Data on the handshake's ACK is delivered, and acknowledged by the pure
+    // ACK below: through on_data, a seq far ahead would also trip the
+    // ack_every_bytes rule and send the same ACK twice for one segment.
+    if (seg.payload.size) receive_payload(c, seg, cx);
+    // The window in our SYN-ACK is unscaled (RFC 7323), so a stateful
+    // firewall lets the client send only 64 KiB past our ACK until it
+    // sees a scaled window from us. One pure ACK now advertises it.
+    send_pure_ack(c, cx);
+}
+
+void on_syn_received(Conn& c, const Segment& seg, Context& cx) {
+    if (seg.has(kRst)) {
+        if (seq_of(seg) != c.rcv_nxt) {
+            count_drop(cx.stats, DropReason::rst_not_exact);
+            return;
+        }
+        ++cx.stats.rst_received;
+        fail_handshake(c, CloseReason::peer_reset, cx);
+        return;
+    }
+    if (seg.has(kSyn)) {
+        on_syn_again(c, seg, cx);
+        return;
+    }
+    if (!seg.has(kAck) || seg.has(kFin)) {
+        count_drop(cx.stats, DropReason::bad_flags);
+        return;
+    }
+    if (ack_of(seg) != c.snd_nxt) {
+        count_drop(cx.stats, DropReason::bad_ack);
+        return;
+    }
+    on_handshake_ack(c, seg, cx);
+}
+
+// Only the exact RST closes; one elsewhere in the window gets a challenge
+// ACK (RFC 5961 §3), any other is dropped.
+void on_rst_established(Conn& c, const Segment& seg, Context& cx) {
+    if (seq_of(seg) == c.rcv_nxt) {
+        ++cx.stats.rst_received;
+        cx.out.ended(c, CloseReason::peer_reset);
+        return;
+    }
+    count_drop(cx.stats, DropReason::rst_not_exact);
+    if (seq_distance(seq_of(seg), c.rcv_nxt) <= cx.cfg.rst_window) send_challenge_ack(c, cx);
+}
+
+void on_syn_established(Conn& c, const Segment& seg, Context& cx) {
+    if (c.is_client && seg.has(kAck) && seq_of(seg) == c.irs) {
+        // A retransmitted SYN-ACK: our handshake ACK was lost.
+        if (may_reply(cx)) send_pure_ack(c, cx);
+        return;
+    }
+    count_drop(cx.stats, DropReason::unexpected_syn);
+    send_challenge_ack(c, cx);
+}
+
+void on_established(Conn& c, const Segment& seg, Context& cx) {
+    if (seg.has(kRst)) {
+        on_rst_established(c, seg, cx);
+        return;
+    }
+    if (seg.has(kSyn)) {
+        on_syn_established(c, seg, cx);
+        return;
+    }
+    if (!seg.has(kAck) || seg.has(kFin)) {
+        count_drop(cx.stats, DropReason::bad_flags);
+        return;
+    }
+    if (c.profile == Profile::linux_tcp) linux_track_peer(c, seg);
+    note_alive(c, seg, cx);
+    if (seg.payload.size == 0) {
+        ++cx.stats.pure_acks_in;
+        on_payloadless(c, seg, cx);
+        return;
+    }
+    on_data(c, seg, cx);
+}
+
+// One segment the stack's demux found this connection for.
+void conn_input(Conn& c, const Segment& seg, Context& cx) {
+    switch (c.state) {
+        case ConnState::syn_sent: on_syn_sent(c, seg, cx); return;
+        case ConnState::syn_received: on_syn_received(c, seg, cx); return;
+        case ConnState::established: on_established(c, seg, cx); return;
+    }
+}
+
+// --- 3f. Time: a connection's timers are due -----------------------------------
+
+void on_handshake_deadline(Conn& c, Context& cx) {
+    if (c.attempts >= cx.cfg.handshake_attempts) {
+        fail_handshake(c, CloseReason::handshake_timeout, cx);
+        return;
+    }
+    send_handshake(c, cx);
+    ++c.attempts;
+    ++cx.stats.syn_retransmits;
+    c.handshake_deadline = cx.now + handshake_interval(c, cx.cfg);
+}
+
+// Received data went unacknowledged for the idle-ACK time (or the linux
+// profile's cadence asks for its ACK).
+void on_ack_due(Conn& c, Context& cx) {
+    c.ack_due = kNever;
+    if (c.state == ConnState::established && c.rcv_nxt != c.last_ack_sent) {
+        send_pure_ack(c, cx);
+        ++cx.stats.idle_acks_sent;
+    }
+}
+
+// Whatever of the connection's timers is due at cx.now; each may end it.
+void conn_timers(Conn& c, Context& cx) {
+    if (c.handshake_deadline <= cx.now) on_handshake_deadline(c, cx);
+    if (c.slot == SlotState::live && c.keepalive_due <= cx.now) on_keepalive(c, cx);
+    if (c.slot == SlotState::live && c.ack_due <= cx.now) on_ack_due(c, cx);
+}
+
+// --- 3g. The application's calls on one connection ----------------------------------
+
+// Why send() cannot take `len` bytes on `c` now; ok if it can.
+Errc check_sendable(const Conn& c, size_t len, const StackConfig& cfg) {
+    if (c.slot != SlotState::live || c.state != ConnState::established) return Errc::not_established;
+    if (len == 0) return Errc::empty_datagram;
+    if (len > max_datagram_of(c, cfg)) return Errc::too_big;
+    return Errc::ok;
+}
+
+// One datagram as one segment; the caller checked check_sendable() and
+// room in the transmit queue.
+Errc send_datagram(Conn& c, ByteView data, Context& cx) {
+    if (c.profile == Profile::linux_tcp && !linux_window_allows(c, data.size)) {
+        // Datagram semantics: what the window cannot take is lost, as a
+        // full UDP socket buffer loses it; never queued, never sent.
+        ++cx.stats.window_full_drops;
+        return Errc::window_full;
+    }
+    transmit(c, Reply{c.snd_nxt, kAck, data}, cx);
+    c.snd_nxt += static_cast<uint32_t>(data.size);
+    ++cx.stats.datagrams_out;
+    cx.stats.datagram_bytes_out += data.size;
+    note_send(c, cx);
+    return Errc::ok;
+}
+
+// ===========================================================================
+// 4. Table: preallocated slots, an open-addressing 4-tuple index, the
+//    connections' timers, and the keys and generators the stack draws on.
+// ===========================================================================
 
 uint64_t mix64(uint64_t x) {
     x ^= x >> 30;
@@ -808,6 +1527,38 @@ uint64_t hash_four_tuple(SipHash h, const Endpoint& local, const Endpoint& remot
     h.add(load64_ne(remote.addr.bytes.data())).add(load64_ne(remote.addr.bytes.data() + 8));
     return h.add((uint64_t{local.port} << 16) | remote.port).finish();
 }
+
+// The keys linux_tcp derives per-connection values from: cfg.secret, or
+// the seed when no secret is set.
+struct LinuxKeys {
+    std::array<uint64_t, 2> isn{}, ts{}, flow{};
+
+    explicit LinuxKeys(const StackConfig& cfg) {
+        std::array<uint64_t, 2> k = cfg.secret;
+        if (k[0] == 0 && k[1] == 0)
+            k = {mix64(cfg.seed ^ 0x6c696e7578697331ULL), mix64(cfg.seed + 0x9e3779b97f4a7c15ULL)};
+        isn = k;
+        ts = {mix64(k[0] ^ 0x7473), mix64(k[1] ^ 0x7473)};
+        flow = {mix64(k[0] ^ 0x666c), mix64(k[1] ^ 0x666c)};
+    }
+
+    // RFC 6528: a keyed hash of the 4-tuple plus a clock ticking every 64 ns
+    // (secure_tcp_seq + seq_scale), so a reused 4-tuple starts past its old
+    // sequence space and no one without the key can predict another tuple's.
+    SeqNum isn_for(const Endpoint& local, const Endpoint& remote, TimePoint now) const {
+        const uint64_t ns = static_cast<uint64_t>(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count());
+        const uint32_t f = static_cast<uint32_t>(hash_four_tuple(SipHash(isn[0], isn[1]), local, remote));
+        return SeqNum(f) + static_cast<uint32_t>(ns >> 6);
+    }
+    // secure_tcp_ts_off: the timestamp clock's offset per address pair.
+    uint32_t ts_offset(const Endpoint& local, const Endpoint& remote) const {
+        return static_cast<uint32_t>(hash_addresses(SipHash(ts[0], ts[1]), local.addr, remote.addr));
+    }
+    uint32_t flow_label(const Endpoint& local, const Endpoint& remote) const {
+        return static_cast<uint32_t>(hash_four_tuple(SipHash(flow[0], flow[1]), local, remote)) & 0xfffffu;
+    }
+};
 
 constexpr uint32_t kNoSlot = UINT32_MAX;
 constexpr uint16_t kEphemeralFirst = 32768;
@@ -931,13 +1682,88 @@ private:
     size_t mask_ = 0;
 };
 
-// Min-heap of (time, slot, generation) with lazy invalidation: an entry whose
-// connection moved on is skipped when it surfaces.
-struct TimerEntry {
-    TimePoint when;
-    uint32_t slot;
-    uint32_t generation;
-    friend bool operator>(const TimerEntry& a, const TimerEntry& b) { return a.when > b.when; }
+// The connections' timers: a TimerHeap whose entries name table slots. A
+// live connection with a timer has an entry no later than it, at
+// Conn::timer_queued; any other entry is stale and is dropped (or, if its
+// connection's timer only moved later, requeued) when it surfaces.
+class ConnTimers {
+public:
+    void init(ConnTable* table, uint32_t max_connections) {
+        table_ = table;
+        heap_.reserve(size_t{max_connections} * 2);
+        // Stale entries pile up when connections churn faster than time
+        // passes; past this size the heap is rebuilt from the live ones.
+        rebuild_at_ = size_t{max_connections} * 4 + 1024;
+    }
+
+    // Make sure an entry exists no later than the connection's timer.
+    void schedule(Conn& c) {
+        const TimePoint t = c.timer();
+        if (t == kNever || t >= c.timer_queued) return;
+        c.timer_queued = t;
+        heap_.push(t, table_->id_of(c));
+        if (heap_.size() >= rebuild_at_) rebuild();
+    }
+
+    // Exact: stale entries are settled first, so the reactor never wakes
+    // for nothing.
+    std::optional<TimePoint> next_deadline() {
+        settle_earliest();
+        const std::optional<detail::TimerHeap::Entry> e = heap_.earliest();
+        if (!e) return std::nullopt;
+        return e->when;
+    }
+
+    // The next connection with a timer due at `now`, its entry taken off
+    // (the caller reschedules it); nullptr when none is due.
+    Conn* pop_due(TimePoint now) {
+        while (std::optional<detail::TimerHeap::Entry> e = heap_.earliest()) {
+            if (e->when > now) return nullptr;
+            heap_.pop();
+            Conn* c = owner(*e);
+            if (!c) continue;
+            c->timer_queued = kNever;
+            return c;
+        }
+        return nullptr;
+    }
+
+    size_t memory_footprint() const { return heap_.memory_footprint(); }
+
+private:
+    // The live connection an entry still stands for, or nullptr if stale.
+    Conn* owner(const detail::TimerHeap::Entry& e) {
+        Conn* c = table_->resolve(e.conn);
+        if (!c || c->slot != SlotState::live || c->timer_queued != e.when) return nullptr;
+        return c;
+    }
+
+    void settle_earliest() {
+        while (std::optional<detail::TimerHeap::Entry> e = heap_.earliest()) {
+            Conn* c = owner(*e);
+            if (c && c->timer() <= e->when) return;  // a real deadline
+            heap_.pop();
+            if (c) {  // its timer moved later (or away): requeue at the real time
+                c->timer_queued = kNever;
+                schedule(*c);
+            }
+        }
+    }
+
+    // One entry per live connection with a timer, at its timer.
+    void rebuild() {
+        heap_.rebuild([this](auto add) {
+            for (uint32_t i = 0; i < table_->capacity(); ++i) {
+                Conn& c = table_->at(i);
+                c.timer_queued = c.slot == SlotState::live ? c.timer() : kNever;
+                if (c.timer_queued != kNever) add(c.timer_queued, ConnId{i, c.generation});
+            }
+        });
+    }
+
+    ConnTable* table_ = nullptr;
+    detail::TimerHeap heap_;
+    size_t rebuild_at_ = 0;
 };
 
 // Token bucket for replies the stack makes on its own.
@@ -966,686 +1792,273 @@ private:
     TimePoint last_{};
 };
 
+// Debug logs about network input: at most a few per second.
+class LogLimiter {
+public:
+    bool allow(TimePoint now) {
+        if (now - window_ >= std::chrono::seconds(1)) {
+            window_ = now;
+            count_ = 0;
+        }
+        return ++count_ <= 10;
+    }
+
+private:
+    TimePoint window_{};
+    uint32_t count_ = 0;
+};
+
+// The listening ports: a bitmap of all 65536.
+class PortSet {
+public:
+    PortSet() : bits_(65536 / 64, 0) {}
+    bool has(uint16_t port) const { return (bits_[port >> 6] >> (port & 63)) & 1; }
+    void add(uint16_t port) { bits_[port >> 6] |= uint64_t{1} << (port & 63); }
+    void remove(uint16_t port) { bits_[port >> 6] &= ~(uint64_t{1} << (port & 63)); }
+    size_t memory_footprint() const { return bits_.capacity() * sizeof(uint64_t); }
+
+private:
+    std::vector<uint64_t> bits_;
+};
+
 }  // namespace
 
 // ===========================================================================
-// 5. Stack: demux, the state machine, transmit and event queues, stats.
+// 5. Stack: the queues, demux, and the application's calls. The state
+//    machine (section 3) decides what a connection sends and reports; the
+//    stack finds the connection, encodes into the transmit queue, queues
+//    events, keeps the table and schedules timers.
 // ===========================================================================
 
-struct Stack::Impl {
+namespace detail {
+
+void TxQueue::init(size_t capacity, size_t mtu) {
+    mtu_ = mtu;
+    stride_ = (kTxHeadroom + mtu + 63) & ~size_t{63};
+    buf_.assign(stride_ * capacity, 0);
+    len_.assign(capacity, 0);
+    partial_.assign(capacity, 0);
+    n_ = 0;
+}
+
+uint8_t* TxQueue::next() {
+    if (full()) return nullptr;
+    return buf_.data() + n_ * stride_ + kTxHeadroom;
+}
+
+void TxQueue::commit(size_t len, bool checksum_partial) {
+    if (full() || len > mtu_) return;
+    partial_[n_] = checksum_partial;
+    len_[n_++] = static_cast<uint32_t>(len);
+}
+
+ByteView TxQueue::packet(size_t i) const {
+    if (i >= n_) return {};
+    return ByteView(buf_.data() + i * stride_ + kTxHeadroom, len_[i]);
+}
+
+uint8_t* TxQueue::packet_mutable(size_t i) {
+    if (i >= n_) return nullptr;
+    return buf_.data() + i * stride_ + kTxHeadroom;
+}
+
+bool TxQueue::checksum_partial(size_t i) const { return i < n_ && partial_[i] != 0; }
+
+size_t TxQueue::memory_footprint() const {
+    return buf_.capacity() + len_.capacity() * sizeof(uint32_t) + partial_.capacity();
+}
+
+void EventQueue::init(size_t datagram_capacity) {
+    datagram_capacity_ = datagram_capacity;
+    events_.clear();
+    events_.reserve(datagram_capacity + 64);
+    head_ = datagrams_ = 0;
+}
+
+bool EventQueue::push(const Event& ev) {
+    if (ev.type == EventType::datagram) {
+        if (datagrams_ >= datagram_capacity_) return false;
+        ++datagrams_;
+    }
+    events_.push_back(ev);
+    return true;
+}
+
+bool EventQueue::pop(Event& out) {
+    if (head_ < events_.size()) {
+        out = events_[head_++];
+        if (out.type == EventType::datagram) --datagrams_;
+        return true;
+    }
+    events_.clear();
+    head_ = datagrams_ = 0;
+    return false;
+}
+
+namespace {
+bool later(const TimerHeap::Entry& a, const TimerHeap::Entry& b) { return a.when > b.when; }
+}  // namespace
+
+std::optional<TimerHeap::Entry> TimerHeap::earliest() const {
+    if (heap_.empty()) return std::nullopt;
+    return heap_.front();
+}
+
+void TimerHeap::push(TimePoint when, ConnId conn) {
+    heap_.push_back(Entry{when, conn});
+    std::push_heap(heap_.begin(), heap_.end(), later);
+}
+
+void TimerHeap::pop() {
+    if (heap_.empty()) return;
+    std::pop_heap(heap_.begin(), heap_.end(), later);
+    heap_.pop_back();
+}
+
+void TimerHeap::order() { std::make_heap(heap_.begin(), heap_.end(), later); }
+
+}  // namespace detail
+
+namespace {
+
+// The limits a Stack cannot work outside of, applied to any config.
+StackConfig clamped(StackConfig cfg) {
+    if (cfg.max_connections == 0) cfg.max_connections = 1;
+    if (cfg.tx_queue_capacity == 0) cfg.tx_queue_capacity = 1;
+    if (cfg.mtu < 1280) cfg.mtu = 1280;  // IPv6 minimum; below that v6 cannot work
+    if (cfg.mtu > 65535) cfg.mtu = 65535;
+    if (cfg.handshake_attempts == 0) cfg.handshake_attempts = 1;
+    if (cfg.handshake_attempts > 255) cfg.handshake_attempts = 255;
+    // Bounded so that interval * (probes + 1) stays far from overflowing.
+    if (cfg.keepalive_interval < Duration::zero()) cfg.keepalive_interval = Duration::zero();
+    if (cfg.keepalive_interval > std::chrono::hours(24)) cfg.keepalive_interval = std::chrono::hours(24);
+    if (cfg.keepalive_probes == 0) cfg.keepalive_probes = 1;
+    if (cfg.keepalive_probes > 255) cfg.keepalive_probes = 255;
+    return cfg;
+}
+
+// Rules that hold in every state; the drop reason, or nothing.
+std::optional<DropReason> flags_insane(const Segment& seg) {
+    if ((seg.flags & (kSyn | kAck | kRst | kFin)) == 0 || (seg.has(kSyn) && seg.has(kFin)) ||
+        (seg.has(kSyn) && seg.has(kRst)))
+        return DropReason::bad_flags;
+    if (seg.has(kSyn) && seg.payload.size) return DropReason::syn_with_payload;
+    return std::nullopt;
+}
+
+// RST|ACK for a segment no connection owns (RFC 793 "reset generation").
+SegmentSpec rst_for(const Segment& seg, const Endpoint& local, const Endpoint& remote) {
+    const uint32_t seq = seg.has(kAck) ? seg.ack : 0;
+    const SeqNum ack = seq_of(seg) + seg.seq_len();
+    return SegmentSpec{&local, &remote, seq, ack.v, kRst | kAck, {}};
+}
+
+// tcp_v4_send_reset: no options, window 0, IPv4 ID 0; for a segment with
+// ACK, RST at its ack, otherwise RST|ACK acknowledging it.
+SegmentSpec linux_rst_for(const Segment& seg, const Endpoint& local, const Endpoint& remote, uint32_t flow_label) {
+    SegmentSpec s{&local, &remote, 0, 0, kRst, {}};
+    if (seg.has(kAck)) {
+        s.seq = seg.ack;
+    } else {
+        s.flags = kRst | kAck;
+        s.ack = (seq_of(seg) + seg.seq_len()).v;
+    }
+    s.window = 0;
+    s.flow_label = flow_label;
+    return s;
+}
+
+void count_state_leave(Stats& stats, const Conn& c) {
+    if (c.state == ConnState::established) {
+        --stats.open_connections;
+    } else {
+        --stats.half_open_connections;
+    }
+}
+
+bool is_terminal(EventType t) { return t == EventType::closed || t == EventType::connect_failed; }
+
+}  // namespace
+
+struct Stack::Impl final : ConnOutput {
     StackConfig cfg;
     Stats stats;
     ConnTable table;
-    std::vector<TimerEntry> timers;  // a min-heap
-    std::vector<uint64_t> listening;  // bitmap of 65536 ports
+    ConnTimers timers;
+    PortSet listening;
     Rng rng{0};
     RateLimiter replies;
-
-    // Transmit queue: tx_capacity buffers of tx_stride bytes, headroom first.
-    std::vector<uint8_t> tx_buf;
-    std::vector<uint32_t> tx_len;
-    std::vector<uint8_t> tx_partial;  // per packet: TCP checksum left to the device
+    LogLimiter input_logs;
+    LinuxKeys linux_keys;
+    detail::TxQueue tx;
+    detail::EventQueue events;
     bool tx_checksum_offload = false;
-    size_t tx_stride = 0;
-    size_t tx_n = 0;
 
-    // Event queue: a vector drained from `ev_head`; reset when empty.
-    std::vector<Event> events;
-    size_t ev_head = 0;
-    size_t ev_datagrams = 0;  // undrained datagram events
-
-    // Debug logs about network input are limited to a few per second.
-    TimePoint log_window{};
-    uint32_t log_count = 0;
-
-    // The time of the call being served (every public entry point takes one):
-    // the linux profile's timestamps and ISN clock read it.
-    TimePoint now_{};
-    // linux_tcp keys: ISN, timestamp offset, IPv6 flow label (cfg.secret or the seed).
-    std::array<uint64_t, 2> isn_key{}, ts_key{}, flow_key{};
-
-    explicit Impl(const StackConfig& c) : cfg(c) {
-        if (cfg.max_connections == 0) cfg.max_connections = 1;
-        if (cfg.tx_queue_capacity == 0) cfg.tx_queue_capacity = 1;
-        if (cfg.mtu < 1280) cfg.mtu = 1280;  // IPv6 minimum; below that v6 cannot work
-        if (cfg.mtu > 65535) cfg.mtu = 65535;
-        if (cfg.handshake_attempts == 0) cfg.handshake_attempts = 1;
-        if (cfg.handshake_attempts > 255) cfg.handshake_attempts = 255;
-        // Bounded so that interval * (probes + 1) stays far from overflowing.
-        if (cfg.keepalive_interval < Duration::zero()) cfg.keepalive_interval = Duration::zero();
-        if (cfg.keepalive_interval > std::chrono::hours(24)) cfg.keepalive_interval = std::chrono::hours(24);
-        if (cfg.keepalive_probes == 0) cfg.keepalive_probes = 1;
-        if (cfg.keepalive_probes > 255) cfg.keepalive_probes = 255;
+    explicit Impl(const StackConfig& c) : cfg(clamped(c)), linux_keys(cfg) {
         rng.state = cfg.seed;
         table.init(cfg.max_connections, rng.next());
-        timers.reserve(size_t{cfg.max_connections} * 2);
-        listening.assign(65536 / 64, 0);
+        timers.init(&table, cfg.max_connections);
         replies.init(cfg.reply_rate_per_sec);
-        tx_stride = (kTxHeadroom + cfg.mtu + 63) & ~size_t{63};
-        tx_buf.assign(tx_stride * cfg.tx_queue_capacity, 0);
-        tx_len.assign(cfg.tx_queue_capacity, 0);
-        tx_partial.assign(cfg.tx_queue_capacity, 0);
-        events.reserve(cfg.event_queue_capacity + 64);
-        init_linux_keys();
+        tx.init(cfg.tx_queue_capacity, cfg.mtu);
+        events.init(cfg.event_queue_capacity);
     }
 
-    // --- small helpers ------------------------------------------------------
+    Context context(TimePoint now) { return Context{cfg, stats, *this, now}; }
+    void drop(DropReason r) { count_drop(stats, r); }
 
-    void drop(DropReason r) { ++stats.drops[static_cast<size_t>(r)]; }
+    // --- where the state machine's output goes (ConnOutput) ----------------------
 
-    void log_input(const char* what, const Segment& seg, TimePoint now) {
-        if (!cfg.log) return;
-        if (now - log_window >= std::chrono::seconds(1)) {
-            log_window = now;
-            log_count = 0;
-        }
-        if (++log_count > 10) return;
-        std::string msg = what;
-        msg += " from ";
-        msg += to_string(Endpoint{seg.src, seg.sport});
-        msg += " to ";
-        msg += to_string(Endpoint{seg.dst, seg.dport});
-        cfg.log(LogLevel::debug, msg);
-    }
-
-    bool is_listening(uint16_t port) const {
-        return (listening[port >> 6] >> (port & 63)) & 1;
-    }
-
-    uint32_t new_isn() { return cfg.random_isn ? static_cast<uint32_t>(rng.next()) : 0; }
-
-    // --- linux_tcp profile ------------------------------------------------------
-    //
-    // Every value below is what Linux (6.x source and a 6.18 capture, see the
-    // README's wire table) writes; the kernel function is named where it helps.
-
-    static constexpr Duration kDelayedAck = std::chrono::milliseconds(40);  // TCP_DELACK_MIN
-    static constexpr uint8_t kQuickAcks = 16;        // TCP_MAX_QUICKACKS
-    static constexpr uint32_t kGrowMinPayload = 128;  // tcp_grow_window ignores tinier segments
-
-    void init_linux_keys() {
-        std::array<uint64_t, 2> k = cfg.secret;
-        if (k[0] == 0 && k[1] == 0) k = {mix64(cfg.seed ^ 0x6c696e7578697331ULL), mix64(cfg.seed + 0x9e3779b97f4a7c15ULL)};
-        isn_key = k;
-        ts_key = {mix64(k[0] ^ 0x7473), mix64(k[1] ^ 0x7473)};
-        flow_key = {mix64(k[0] ^ 0x666c), mix64(k[1] ^ 0x666c)};
-    }
-
-    // RFC 6528: a keyed hash of the 4-tuple plus a clock ticking every 64 ns
-    // (secure_tcp_seq + seq_scale), so a reused 4-tuple starts past its old
-    // sequence space and no one without the key can predict another tuple's.
-    uint32_t linux_isn(const Endpoint& local, const Endpoint& remote) const {
-        const uint64_t ns = static_cast<uint64_t>(
-            std::chrono::duration_cast<std::chrono::nanoseconds>(now_.time_since_epoch()).count());
-        const uint32_t f = static_cast<uint32_t>(hash_four_tuple(SipHash(isn_key[0], isn_key[1]), local, remote));
-        return f + static_cast<uint32_t>(ns >> 6);
-    }
-
-    // tcp_clock_ms() + tsoffset: a millisecond clock (RFC 7323 §5.4 wants
-    // 1 ms to 1 s per tick) offset per address pair (secure_tcp_ts_off).
-    uint32_t linux_tsval(const Conn& c) const {
-        const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now_.time_since_epoch()).count();
-        return static_cast<uint32_t>(ms) + c.lx.ts_offset;
-    }
-
-    // The MSS option's value: the MTU less the IP and TCP headers (advmss).
-    uint32_t linux_mss_option(Family f) const {
-        return std::min<uint32_t>(cfg.mtu - static_cast<uint32_t>(ip_header_len(f) + kTcpHeaderLen), 65535);
-    }
-
-    // tcp_select_initial_window: the SYN's window is 65535 rounded down to a
-    // multiple of the MSS (less the timestamp option on a SYN-ACK that
-    // negotiated it): 64240 and 65160 on a 1500-byte MTU.
-    static uint32_t linux_initial_window(uint32_t mss) { return mss ? 65535 / mss * mss : 65535; }
-
-    // State a linux_tcp connection has from its first packet on.
-    void linux_init(Conn& c) {
-        LinuxState& lx = c.lx;
-        lx = LinuxState{};
-        lx.ts_offset = static_cast<uint32_t>(hash_addresses(SipHash(ts_key[0], ts_key[1]), c.local.addr, c.remote.addr));
-        lx.flow_label = static_cast<uint32_t>(hash_four_tuple(SipHash(flow_key[0], flow_key[1]), c.local, c.remote)) & 0xfffffu;
-        lx.ip_id = static_cast<uint16_t>(rng.next());  // get_random_u16() in tcp_v4_connect / syn_recv_sock
-        lx.rcv_wscale = std::min(cfg.linux_window_scale, kMaxWindowScale);
-        lx.quickacks = kQuickAcks;
-        lx.adv_mss = linux_mss_option(c.local.addr.family);
-        lx.rcv_wnd = linux_initial_window(lx.adv_mss);
-        lx.ts_ok = true;  // offered; the peer's SYN or SYN-ACK decides
-        lx.sack_ok = true;
-    }
-
-    // What the peer's SYN or SYN-ACK negotiated (tcp_parse_options, RFC 7323:
-    // an option counts only if both sides sent it).
-    void linux_negotiate(Conn& c, const Segment& syn) {
-        LinuxState& lx = c.lx;
-        lx.ts_ok = lx.ts_ok && syn.opts.has_ts;
-        lx.sack_ok = lx.sack_ok && syn.opts.sack_ok;
-        if (lx.ts_ok) lx.ts_recent = syn.opts.tsval;
-        lx.wscale_ok = syn.opts.has_wscale;
-        if (lx.wscale_ok) {
-            lx.snd_wscale = syn.opts.wscale;
-            // About half of tcp_rmem[2] (the shift was derived from it), where
-            // receive autotuning takes a bulk receiver's window.
-            lx.rcv_wnd_clamp = std::max(65535u, 1u << (lx.rcv_wscale + 14));
-        } else {
-            lx.snd_wscale = lx.rcv_wscale = 0;
-            lx.rcv_wnd_clamp = 65535;
-        }
-        lx.snd_una = c.iss + 1;
-        lx.snd_wnd = syn.window;  // never scaled in a SYN (RFC 7323 §2.2)
-        if (lx.ts_ok) lx.adv_mss -= kTsOptionLen;
-    }
-
-    // tcp_options_write's order: MSS; SACK-permitted + timestamps (or NOP NOP
-    // + timestamps); NOP + window scale; NOP NOP + SACK-permitted alone.
-    static size_t write_linux_options(uint8_t* o, uint32_t mss, bool sack, bool ts, uint32_t tsval,
-                                      uint32_t tsecr, int wscale) {
-        size_t n = 0;
-        if (mss) {
-            o[n++] = kOptMss;
-            o[n++] = 4;
-            store16(o + n, static_cast<uint16_t>(mss));
-            n += 2;
-        }
-        if (ts) {
-            if (sack) {
-                o[n++] = kOptSackOk;
-                o[n++] = 2;
-            } else {
-                o[n++] = kOptNop;
-                o[n++] = kOptNop;
-            }
-            o[n++] = kOptTimestamp;
-            o[n++] = 10;
-            store32(o + n, tsval);
-            store32(o + n + 4, tsecr);
-            n += 8;
-        }
-        if (wscale >= 0) {
-            o[n++] = kOptNop;
-            o[n++] = kOptWscale;
-            o[n++] = 3;
-            o[n++] = static_cast<uint8_t>(wscale);
-        }
-        if (sack && !ts) {
-            o[n++] = kOptNop;
-            o[n++] = kOptNop;
-            o[n++] = kOptSackOk;
-            o[n++] = 2;
-        }
-        return n;
-    }
-
-    // The window field of a segment after the SYN: rcv_wnd in units of our
-    // shift, rounded up as __tcp_select_window does (64240 -> 63 << 10).
-    static uint16_t linux_window_field(const LinuxState& lx) {
-        const uint32_t unit = 1u << lx.rcv_wscale;
-        return static_cast<uint16_t>(std::min<uint32_t>((lx.rcv_wnd + unit - 1) >> lx.rcv_wscale, 65535));
-    }
-
-    // Shape one segment of a linux_tcp connection: options, window, IP ID,
-    // flow label, PSH on data (the last segment of every write() carries it).
-    void linux_shape(Conn& c, SegmentSpec& s, uint8_t* options) {
-        LinuxState& lx = c.lx;
-        const bool syn = (s.flags & kSyn) != 0;
-        const bool synack = syn && (s.flags & kAck) != 0;
-        size_t n = 0;
-        if (synack) {
-            n = write_linux_options(options, linux_mss_option(c.local.addr.family), lx.sack_ok, lx.ts_ok,
-                                    linux_tsval(c), lx.ts_recent, lx.wscale_ok ? lx.rcv_wscale : -1);
-        } else if (syn) {
-            n = write_linux_options(options, lx.adv_mss, true, true, linux_tsval(c), 0, lx.rcv_wscale);
-        } else if (lx.ts_ok) {
-            n = write_linux_options(options, 0, false, true, linux_tsval(c), lx.ts_recent, -1);
-        }
-        s.options = ByteView(options, n);
-        s.window = syn ? static_cast<uint16_t>(std::min<uint32_t>(lx.rcv_wnd, 65535)) : linux_window_field(lx);
-        // A SYN-ACK comes from the request socket (ID 0); everything else from
-        // the socket's counter, one per packet.
-        s.ip_id = synack ? 0 : lx.ip_id++;
-        s.flow_label = lx.flow_label;
-        if (s.payload.size) s.flags |= kPsh;
-    }
-
-    // Every acceptable segment: the peer's window and acknowledgement
-    // (tcp_ack_update_window), and its TSval to echo, taken only from a
-    // segment that starts at or before our last ACK (RFC 7323 §4.3). A
-    // keepalive probe (no payload, seq before RCV.NXT) fails the kernel's
-    // tcp_sequence check, so its TSval is never echoed: the answer carries
-    // the TSecr the last acceptable segment set, as the kernel's dupack does.
-    void linux_track_peer(Conn& c, const Segment& seg) {
-        LinuxState& lx = c.lx;
-        const bool probe = seg.payload.size == 0 && seq_before(SeqNum{seg.seq}, SeqNum{c.rcv_nxt});
-        if (lx.ts_ok && seg.opts.has_ts && !probe && !seq_after(SeqNum{seg.seq}, SeqNum{c.last_ack_sent}) &&
-            !seq_before(SeqNum{seg.opts.tsval}, SeqNum{lx.ts_recent}))
-            lx.ts_recent = seg.opts.tsval;
-        if (seg.has(kAck) && !seq_before(SeqNum{seg.ack}, SeqNum{lx.snd_una}) &&
-            !seq_after(SeqNum{seg.ack}, SeqNum{c.snd_nxt})) {
-            lx.snd_una = seg.ack;
-            lx.snd_wnd = uint32_t{seg.window} << lx.snd_wscale;
-        }
-    }
-
-    // The sender never puts data past the window the peer advertised.
-    static bool linux_window_allows(const Conn& c, size_t len) {
-        const uint32_t end = c.snd_nxt + static_cast<uint32_t>(len);
-        return !seq_after(SeqNum{end}, SeqNum{c.lx.snd_una + c.lx.snd_wnd});
-    }
-
-    // __tcp_ack_snd_check: ACK at once when more than one full-sized segment
-    // is unacknowledged, in quick-ACK mode (the first segments) or when data
-    // arrives out of order; otherwise after the delayed-ACK time. "At once"
-    // means at the next on_timer(now) call, i.e. once for every segment of an
-    // input batch, as the kernel ACKs once per GRO super-packet.
-    void linux_on_data(Conn& c, const Segment& seg, TimePoint now) {
-        LinuxState& lx = c.lx;
-        const uint32_t len = static_cast<uint32_t>(seg.payload.size);
-        const bool in_order = seg.seq == c.rcv_nxt;
-        lx.rcv_mss = std::max(lx.rcv_mss, len);
-        if (len >= kGrowMinPayload && lx.rcv_wnd < lx.rcv_wnd_clamp)  // tcp_grow_window
-            lx.rcv_wnd = std::min(lx.rcv_wnd_clamp, lx.rcv_wnd + 2 * lx.adv_mss);
-        receive_payload(c, seg);
-        const bool ack_now = !in_order || lx.quickacks > 0 || c.rcv_nxt - c.last_ack_sent > lx.rcv_mss;
-        if (lx.quickacks > 0) --lx.quickacks;
-        const TimePoint due = ack_now ? now : now + kDelayedAck;
-        if (due < c.ack_due) c.ack_due = due;
-        schedule(c);
-    }
-
-    // tcp_v4_send_reset: no options, window 0, IPv4 ID 0; for a segment with
-    // ACK, RST at its ack, otherwise RST|ACK acknowledging it.
-    void linux_reply_rst(const Segment& seg) {
-        Endpoint local{seg.dst, seg.dport};
-        Endpoint remote{seg.src, seg.sport};
-        SegmentSpec s{&local, &remote, 0, 0, kRst, {}};
-        if (seg.has(kAck)) {
-            s.seq = seg.ack;
-        } else {
-            s.flags = kRst | kAck;
-            s.ack = seg.seq + seg.seq_len();
-        }
-        s.window = 0;
-        s.flow_label = static_cast<uint32_t>(hash_four_tuple(SipHash(flow_key[0], flow_key[1]), local, remote)) & 0xfffffu;
-        if (emit(s)) ++stats.rst_sent;
-    }
-
-    // Handshake retransmissions: phantun's fixed interval, or the kernel's
-    // doubling from 1 s (TCP_TIMEOUT_INIT, tcp_retransmit_timer's backoff).
-    Duration handshake_interval(const Conn& c) const {
-        if (c.profile != Profile::linux_tcp) return cfg.handshake_interval;
-        return cfg.handshake_interval * (1 << std::min<int>(c.attempts > 0 ? c.attempts - 1 : 0, 16));
-    }
-
-    // --- transmit queue -----------------------------------------------------
-
-    // Queue one segment; false (counted) when the queue is full.
+    // Queue one encoded segment; false (counted) when the queue is full.
     bool emit(const SegmentSpec& s) {
-        if (tx_n >= cfg.tx_queue_capacity) {
+        if (tx.full()) {
             drop(DropReason::tx_queue_full);
             return false;
         }
         if (segment_size(s) > cfg.mtu) return false;  // callers check; this guards the buffer
-        uint8_t* out = tx_buf.data() + tx_n * tx_stride + kTxHeadroom;
-        size_t n = write_segment(out, s);
-        tx_partial[tx_n] = s.checksum_partial;
-        tx_len[tx_n++] = static_cast<uint32_t>(n);
+        const size_t n = write_segment(tx.next(), s);
+        tx.commit(n, s.checksum_partial);
         ++stats.packets_out;
         stats.bytes_out += n;
         return true;
     }
 
-    bool emit_conn(Conn& c, uint32_t seq, uint8_t flags, ByteView payload = {}) {
-        uint32_t ack = (flags & kAck) ? c.rcv_nxt : 0;
-        // Only data is worth offloading: a control segment's sum is 20 bytes.
-        bool partial = tx_checksum_offload && payload.size > 0;
-        SegmentSpec spec{&c.local, &c.remote, seq, ack, flags, payload, partial};
+    bool transmit(Conn& c, const Reply& r, TimePoint now) override {
         uint8_t options[kMaxTcpOptionsLen];
-        if (c.profile == Profile::linux_tcp) {
-            linux_shape(c, spec, options);
-        } else if (flags & kSyn) {
-            spec.options = ByteView(kPhantunSynOptions, sizeof kPhantunSynOptions);
-        }
-        if (!emit(spec)) return false;
-        if (flags & kAck) {
-            c.last_ack_sent = c.rcv_nxt;
-            c.ack_due = kNever;  // this segment carried the acknowledgement
-        }
-        if (flags & kRst) ++stats.rst_sent;
-        return true;
+        SegmentSpec spec = conn_segment(c, r, cfg, now, options);
+        // Only data is worth offloading: a control segment's sum is 20 bytes.
+        spec.checksum_partial = tx_checksum_offload && r.payload.size > 0;
+        return emit(spec);
     }
 
-    void send_pure_ack(Conn& c) { emit_conn(c, c.snd_nxt, kAck); }
-
-    // RFC 5961 challenge ACK, rate-limited with the other unsolicited replies.
-    void send_challenge_ack(Conn& c, TimePoint now) {
-        if (!replies.allow(now)) {
-            drop(DropReason::reply_rate_limited);
-            return;
-        }
-        if (emit_conn(c, c.snd_nxt, kAck)) ++stats.challenge_acks_sent;
-    }
-
-    // RST|ACK for a segment that matches no connection (RFC 793 "reset generation").
-    void reply_rst(const Segment& seg, TimePoint now) {
-        if (!replies.allow(now)) {
-            drop(DropReason::reply_rate_limited);
-            return;
-        }
-        if (cfg.profile == Profile::linux_tcp) {
-            linux_reply_rst(seg);
-            return;
-        }
-        Endpoint local{seg.dst, seg.dport};
-        Endpoint remote{seg.src, seg.sport};
-        uint32_t seq = seg.has(kAck) ? seg.ack : 0;
-        uint32_t ack = seg.seq + seg.seq_len();
-        if (emit(SegmentSpec{&local, &remote, seq, ack, kRst | kAck, {}})) ++stats.rst_sent;
-    }
-
-    // --- events -------------------------------------------------------------
-
-    void push_event(EventType type, const Conn& c, CloseReason reason = CloseReason::local_close,
-                    ByteView data = {}) {
+    // False (counted) for a datagram the application has no room for.
+    bool push_event(EventType type, const Conn& c, CloseReason reason, ByteView data = {}) {
         Event ev;
         ev.type = type;
         ev.conn = table.id_of(c);
         ev.reason = reason;
         ev.user_data = c.user_data;
         ev.data = data;
-        events.push_back(ev);
-    }
-
-    bool terminal(EventType t) const {
-        return t == EventType::closed || t == EventType::connect_failed;
-    }
-
-    bool poll_event(Event& out) {
-        while (ev_head < events.size()) {
-            const Event& ev = events[ev_head++];
-            if (ev.type == EventType::datagram) --ev_datagrams;
-            if (terminal(ev.type)) {
-                // close() released the slot itself: its local_close event always
-                // goes out. Any other ending held the slot until now, unless the
-                // app closed it meanwhile (then the app already knows).
-                if (ev.reason != CloseReason::local_close) {
-                    Conn* c = table.resolve(ev.conn);
-                    if (!c || c->slot != SlotState::closing) continue;
-                    table.release(*c);
-                }
-                out = ev;
-                return true;
-            }
-            if (table.resolve(ev.conn)) {  // skip events of connections closed since
-                out = ev;
-                return true;
-            }
-        }
-        events.clear();
-        ev_head = 0;
-        ev_datagrams = 0;
+        if (events.push(ev)) return true;
+        drop(DropReason::event_queue_full);
         return false;
     }
 
-    // --- timers -------------------------------------------------------------
+    void notify(const Conn& c, EventType type) override { push_event(type, c, CloseReason::local_close); }
 
-    void push_timer(TimePoint when, const Conn& c) {
-        timers.push_back(TimerEntry{when, table.id_of(c).index, c.generation});
-        std::push_heap(timers.begin(), timers.end(), std::greater<TimerEntry>());
+    void deliver(const Conn& c, ByteView payload) override {
+        if (!push_event(EventType::datagram, c, CloseReason::local_close, payload)) return;
+        ++stats.datagrams_in;
+        stats.datagram_bytes_in += payload.size;
     }
 
-    // Make sure a heap entry exists no later than the connection's timer.
-    void schedule(Conn& c) {
-        TimePoint t = c.timer();
-        if (t == kNever || t >= c.timer_queued) return;
-        c.timer_queued = t;
-        push_timer(t, c);
-        compact_timers_if_bloated();
-    }
-
-    // Stale entries pile up when connections churn faster than time passes;
-    // rebuild from the live connections once the heap is far too big.
-    void compact_timers_if_bloated() {
-        if (timers.size() < size_t{cfg.max_connections} * 4 + 1024) return;
-        timers.clear();
-        for (uint32_t i = 0; i < table.capacity(); ++i) {
-            Conn& c = table.at(i);
-            if (c.slot != SlotState::live) {
-                c.timer_queued = kNever;
-                continue;
-            }
-            c.timer_queued = c.timer();
-            if (c.timer_queued != kNever)
-                timers.push_back(TimerEntry{c.timer_queued, i, c.generation});
-        }
-        std::make_heap(timers.begin(), timers.end(), std::greater<TimerEntry>());
-    }
-
-    // Exact: entries whose connection is gone or whose timer moved later are
-    // settled first, so the reactor never wakes for nothing.
-    std::optional<TimePoint> next_deadline() {
-        settle_timer_top();
-        if (timers.empty()) return std::nullopt;
-        return timers.front().when;
-    }
-
-    void pop_timer() {
-        std::pop_heap(timers.begin(), timers.end(), std::greater<TimerEntry>());
-        timers.pop_back();
-    }
-
-    // The live connection a heap entry still stands for, or nullptr if stale.
-    Conn* timer_owner(const TimerEntry& e) {
-        Conn* c = table.resolve(ConnId{e.slot, e.generation});
-        if (!c || c->slot != SlotState::live || c->timer_queued != e.when) return nullptr;
-        return c;
-    }
-
-    void settle_timer_top() {
-        while (!timers.empty()) {
-            TimerEntry e = timers.front();
-            Conn* c = timer_owner(e);
-            if (c && c->timer() <= e.when) return;  // a real deadline
-            pop_timer();
-            if (c) {  // its timer moved later (or away): requeue at the real time
-                c->timer_queued = kNever;
-                schedule(*c);
-            }
-        }
-    }
-
-    void on_timer(TimePoint now) {
-        now_ = now;
-        while (!timers.empty() && timers.front().when <= now) {
-            TimerEntry e = timers.front();
-            pop_timer();
-            Conn* c = timer_owner(e);
-            if (!c) continue;
-            c->timer_queued = kNever;
-            fire_timers(*c, now);
-            if (c->slot == SlotState::live) schedule(*c);
-        }
-    }
-
-    void fire_timers(Conn& c, TimePoint now) {
-        if (c.handshake_deadline <= now) on_handshake_deadline(c, now);
-        if (c.slot == SlotState::live && c.keepalive_due <= now) on_keepalive(c, now);
-        if (c.slot == SlotState::live && c.ack_due <= now) {
-            c.ack_due = kNever;
-            if (c.state == ConnState::established && c.rcv_nxt != c.last_ack_sent) {
-                send_pure_ack(c);
-                ++stats.idle_acks_sent;
-            }
-        }
-    }
-
-    void on_handshake_deadline(Conn& c, TimePoint now) {
-        if (c.attempts >= cfg.handshake_attempts) {
-            fail_handshake(c, CloseReason::handshake_timeout);
-            return;
-        }
-        bool client = c.state == ConnState::syn_sent;
-        emit_conn(c, c.iss, client ? kSyn : (kSyn | kAck));
-        ++c.attempts;
-        ++stats.syn_retransmits;
-        c.handshake_deadline = now + handshake_interval(c);
-    }
-
-    // --- liveness (see "Liveness" in faketcp.h) -------------------------------
-
-    // Probe answers per connection: at most one per this gap.
-    static constexpr Duration kProbeAnswerGap = std::chrono::milliseconds(200);
-
-    bool keepalive_on() const { return cfg.keepalive_interval > Duration::zero(); }
-    // The accepting side lags a quarter interval, so that between two faketcp
-    // ends the client's probes (and the answers) usually keep both quiet.
-    Duration keepalive_lag(const Conn& c) const {
-        return c.is_client ? Duration::zero() : cfg.keepalive_interval / 4;
-    }
-    // D: how long a path may stay silent before it is declared dead.
-    Duration dead_span() const {
-        return cfg.keepalive_interval * static_cast<Duration::rep>(cfg.keepalive_probes + 1);
-    }
-    TimePoint next_idle_probe(const Conn& c) const {
-        if (c.probes_since_rx == 0) return c.last_rx + keepalive_lag(c) + cfg.keepalive_interval;
-        return c.last_probe + cfg.keepalive_interval;
-    }
-    // Rule (a): the peer answers probes and the last of `keepalive_probes`
-    // unanswered ones is one interval old. Counting probes actually sent
-    // (not time alone) keeps a process that was paused from killing its
-    // connections on waking up.
-    TimePoint dead_by_probes(const Conn& c) const {
-        if (!c.peer_answers || c.probes_since_rx < cfg.keepalive_probes) return kNever;
-        return c.last_probe + cfg.keepalive_interval;
-    }
-    // Rule (b): a peer that sends data, and a run of our datagrams D long with
-    // nothing back.
-    TimePoint dead_by_silence(const Conn& c) const {
-        if (!c.peer_sent_data || c.send_run_start == kNever) return kNever;
-        return c.send_run_start + dead_span();
-    }
-
-    void plan_keepalive(Conn& c) {
-        if (!keepalive_on() || c.state != ConnState::established) return;
-        c.keepalive_due =
-            std::min({next_idle_probe(c), c.discovery_probe, dead_by_probes(c), dead_by_silence(c)});
-    }
-
-    void start_keepalive(Conn& c, TimePoint now) {
-        c.snd_una = c.iss + 1;  // the handshake acknowledged our SYN
-        c.last_rx = now;
-        if (!keepalive_on()) return;
-        c.discovery_probe = now + keepalive_lag(c) + cfg.keepalive_interval;
-        plan_keepalive(c);
-    }
-
-    // Any acceptable segment from the peer: it is alive.
-    void note_alive(Conn& c, const Segment& seg, TimePoint now) {
-        if (seq_after(SeqNum{seg.ack}, SeqNum{c.snd_una}) && !seq_after(SeqNum{seg.ack}, SeqNum{c.snd_nxt}))
-            c.snd_una = seg.ack;
-        c.last_rx = now;
-        c.probes_since_rx = 0;
-        c.send_run_start = kNever;
-        plan_keepalive(c);
-    }
-
-    // A datagram went out: a run of sends starts, or goes on (rule b).
-    void note_send(Conn& c, TimePoint now) {
-        if (!keepalive_on()) return;
-        const bool new_run = c.send_run_start == kNever || c.last_send == kNever ||
-                             now - c.last_send > cfg.keepalive_interval;
-        c.last_send = now;
-        if (!new_run) return;
-        c.send_run_start = now;
-        if (c.peer_sent_data) {
-            plan_keepalive(c);
-            schedule(c);
-        }
-    }
-
-    void on_keepalive(Conn& c, TimePoint now) {
-        c.keepalive_due = kNever;
-        if (dead_by_probes(c) <= now) {
-            declare_dead(c);
-            return;
-        }
-        if (dead_by_silence(c) <= now) {
-            if (now - c.last_send <= cfg.keepalive_interval) {
-                declare_dead(c);
-                return;
-            }
-            c.send_run_start = kNever;  // we stopped sending before D was up: no verdict
-        }
-        const bool idle_due = next_idle_probe(c) <= now;
-        if (idle_due || c.discovery_probe <= now) {
-            send_probe(c, now);
-            c.discovery_probe = kNever;  // a probe went out: the peer can show it answers
-            if (idle_due) ++c.probes_since_rx;
-        }
-        plan_keepalive(c);
-    }
-
-    // seq = SND.UNA - 1: already acknowledged by the peer, so a TCP receiver
-    // (this Stack included) answers with a pure ACK and delivers nothing.
-    void send_probe(Conn& c, TimePoint now) {
-        c.last_probe = now;  // even if the queue is full: the schedule moves on
-        c.awaiting_answer = true;
-        if (emit_conn(c, c.snd_una - 1, kAck)) ++stats.keepalive_probes_sent;
-    }
-
-    // A payload-less segment on an established connection: a probe to answer,
-    // an answer to ours, or an ACK.
-    void on_payloadless(Conn& c, const Segment& seg, TimePoint now) {
-        if (seq_before(SeqNum{seg.seq}, SeqNum{c.rcv_nxt})) {
-            answer_probe(c, now);
-            return;
-        }
-        // A TCP answer acknowledges at least SND.UNA. phantun answers the
-        // first probe after its own last segment by accident (the probe's seq
-        // moves its ack back, which trips its 128 MiB rule) with ack = the
-        // probe's seq, one before SND.UNA: proof of life, but no sign that it
-        // answers probes.
-        if (c.awaiting_answer && !seq_before(SeqNum{seg.ack}, SeqNum{c.snd_una})) {
-            c.awaiting_answer = false;
-            c.peer_answers = true;
-            ++stats.keepalive_probes_answered;
-            plan_keepalive(c);
-        }
-    }
-
-    void answer_probe(Conn& c, TimePoint now) {
-        if (now < c.answer_allowed) {
-            drop(DropReason::reply_rate_limited);
-            return;
-        }
-        c.answer_allowed = now + kProbeAnswerGap;
-        if (emit_conn(c, c.snd_nxt, kAck)) ++stats.keepalive_answers_sent;
-    }
-
-    // The peer went silent on a path it answers on: a best-effort RST (it
-    // frees the peer's side if only our direction of the path works), then
-    // the closed event.
-    void declare_dead(Conn& c) {
-        emit_conn(c, c.snd_nxt, kRst);
-        ++stats.peer_dead_closes;
-        count_state_leave(c);
-        hold_until_notified(c, EventType::closed, CloseReason::peer_dead);
-    }
-
-    // --- connection lifecycle -----------------------------------------------
-
-    void count_state_leave(const Conn& c) {
+    // Clients hear of a failed handshake and everyone of an established
+    // connection's end; a half-open accepted one vanishes silently (the
+    // application never saw it).
+    void ended(Conn& c, CloseReason why) override {
+        count_state_leave(stats, c);
         if (c.state == ConnState::established) {
-            --stats.open_connections;
-        } else {
-            --stats.half_open_connections;
-        }
-    }
-
-    // The handshake did not complete: clients hear of it, half-open server
-    // connections vanish silently (the application never saw them).
-    void fail_handshake(Conn& c, CloseReason why) {
-        ++stats.handshakes_failed;
-        count_state_leave(c);
-        if (c.is_client) {
+            hold_until_notified(c, EventType::closed, why);
+        } else if (c.is_client) {
             hold_until_notified(c, EventType::connect_failed, why);
         } else {
             table.unindex(c);
@@ -1653,16 +2066,10 @@ struct Stack::Impl {
         }
     }
 
-    void peer_reset_established(Conn& c) {
-        ++stats.rst_received;
-        count_state_leave(c);
-        hold_until_notified(c, EventType::closed, CloseReason::peer_reset);
-    }
-
-    // The connection ended without the application asking: packets no longer
-    // reach it, but its slot (and handle) stays until the terminal event is
-    // polled, so the events queued before it are still delivered. If the app
-    // closes it first, the terminal event is skipped: one terminal event each.
+    // Packets no longer reach the connection, but its slot (and handle)
+    // stays until the terminal event is polled, so the events queued before
+    // it are still delivered. If the app closes it first, the terminal
+    // event is skipped: one terminal event each.
     void hold_until_notified(Conn& c, EventType terminal_type, CloseReason why) {
         table.unindex(c);
         c.slot = SlotState::closing;
@@ -1670,31 +2077,11 @@ struct Stack::Impl {
         push_event(terminal_type, c, why);
     }
 
-    void establish(Conn& c, TimePoint now) {
-        c.state = ConnState::established;
-        c.handshake_deadline = kNever;
-        --stats.half_open_connections;
-        ++stats.open_connections;
-        ++stats.handshakes_completed;
-        start_keepalive(c, now);
-    }
+    bool reply_allowed(TimePoint now) override { return replies.allow(now); }
 
-    Conn* new_conn(const Endpoint& local, const Endpoint& remote, ConnState state, Profile profile) {
-        Conn* c = table.insert(local, remote);
-        if (!c) return nullptr;
-        c->state = state;
-        c->profile = profile;
-        if (profile == Profile::linux_tcp) linux_init(*c);
-        c->iss = profile == Profile::linux_tcp ? linux_isn(local, remote) : new_isn();
-        c->snd_nxt = c->iss + 1;  // the SYN occupies one sequence number
-        ++stats.half_open_connections;
-        return c;
-    }
-
-    // --- input ----------------------------------------------------------------
+    // --- demux: a packet finds its connection --------------------------------------
 
     void on_packet(ByteView pkt, TimePoint now, RxChecksum checksum) {
-        now_ = now;
         ++stats.packets_in;
         stats.bytes_in += pkt.size;
         if (checksum == RxChecksum::kernel_verified) ++stats.checksum_trusted;
@@ -1704,32 +2091,18 @@ struct Stack::Impl {
             drop(why);
             return;
         }
-        if (!flags_sane(seg)) return;
-        uint32_t slot = table.find(Endpoint{seg.dst, seg.dport}, Endpoint{seg.src, seg.sport});
+        if (std::optional<DropReason> bad = flags_insane(seg)) {
+            drop(*bad);
+            return;
+        }
+        const uint32_t slot = table.find(Endpoint{seg.dst, seg.dport}, Endpoint{seg.src, seg.sport});
         if (slot == kNoSlot) {
             on_unknown(seg, now);
             return;
         }
-        Conn& c = table.at(slot);
-        switch (c.state) {
-            case ConnState::syn_sent: on_syn_sent(c, seg, now); return;
-            case ConnState::syn_received: on_syn_received(c, seg, now); return;
-            case ConnState::established: on_established(c, seg, now); return;
-        }
-    }
-
-    // Rules that hold in every state.
-    bool flags_sane(const Segment& seg) {
-        if ((seg.flags & (kSyn | kAck | kRst | kFin)) == 0 || (seg.has(kSyn) && seg.has(kFin)) ||
-            (seg.has(kSyn) && seg.has(kRst))) {
-            drop(DropReason::bad_flags);
-            return false;
-        }
-        if (seg.has(kSyn) && seg.payload.size) {
-            drop(DropReason::syn_with_payload);
-            return false;
-        }
-        return true;
+        Context cx = context(now);
+        conn_input(table.at(slot), seg, cx);
+        reschedule(table.at(slot));
     }
 
     void on_unknown(const Segment& seg, TimePoint now) {
@@ -1737,7 +2110,7 @@ struct Stack::Impl {
             drop(DropReason::unknown_rst);
             return;
         }
-        if (seg.has(kSyn) && !seg.has(kAck) && is_listening(seg.dport)) {
+        if (seg.has(kSyn) && !seg.has(kAck) && listening.has(seg.dport)) {
             accept_syn(seg, now);
             return;
         }
@@ -1746,241 +2119,137 @@ struct Stack::Impl {
         reply_rst(seg, now);
     }
 
+    void log_input(const char* what, const Segment& seg, TimePoint now) {
+        if (!cfg.log || !input_logs.allow(now)) return;
+        cfg.log(LogLevel::debug, std::string(what) + " from " + to_string(Endpoint{seg.src, seg.sport}) +
+                                     " to " + to_string(Endpoint{seg.dst, seg.dport}));
+    }
+
+    void reply_rst(const Segment& seg, TimePoint now) {
+        if (!replies.allow(now)) {
+            drop(DropReason::reply_rate_limited);
+            return;
+        }
+        const Endpoint local{seg.dst, seg.dport};
+        const Endpoint remote{seg.src, seg.sport};
+        const SegmentSpec s = cfg.profile == Profile::linux_tcp
+                                  ? linux_rst_for(seg, local, remote, linux_keys.flow_label(local, remote))
+                                  : rst_for(seg, local, remote);
+        if (emit(s)) ++stats.rst_sent;
+    }
+
     void accept_syn(const Segment& seg, TimePoint now) {
         if (stats.half_open_connections >= cfg.max_half_open) {
             drop(DropReason::half_open_limit);
-            return;
-        }
-        if (table.full()) {
-            drop(DropReason::table_full);
             return;
         }
         // Answer in the client's style: only a SYN with an MSS option (a real
         // TCP or a linux_tcp faketcp) gets a linux_tcp SYN-ACK; phantun's SYN
         // carries NOP + window scale only.
         const Profile style = seg.opts.has_mss ? Profile::linux_tcp : Profile::phantun;
-        Conn* c = new_conn(Endpoint{seg.dst, seg.dport}, Endpoint{seg.src, seg.sport},
-                           ConnState::syn_received, style);
+        Conn* c = table.full() ? nullptr
+                               : new_conn(Endpoint{seg.dst, seg.dport}, Endpoint{seg.src, seg.sport},
+                                          ConnState::syn_received, style, now);
         if (!c) {
             drop(DropReason::table_full);
             return;
         }
-        c->irs = seg.seq;
-        c->rcv_nxt = seg.seq + 1;
+        c->irs = seq_of(seg);
+        c->rcv_nxt = c->irs + 1;
         if (style == Profile::linux_tcp) {
             linux_negotiate(*c, seg);
             c->lx.rcv_wnd = linux_initial_window(c->lx.adv_mss);  // tcp_openreq_init_rwin: MSS less timestamps
         }
-        emit_conn(*c, c->iss, kSyn | kAck);
-        c->attempts = 1;
-        c->handshake_deadline = now + cfg.handshake_interval;
-        schedule(*c);
+        Context cx = context(now);
+        start_handshake(*c, cx);
+        reschedule(*c);
     }
 
-    void on_syn_sent(Conn& c, const Segment& seg, TimePoint now) {
-        if (seg.has(kRst)) {
-            if (seg.ack != c.iss + 1) {
-                drop(DropReason::bad_ack);
-                return;
-            }
-            ++stats.rst_received;
-            fail_handshake(c, CloseReason::peer_reset);
-            return;
-        }
-        if (!seg.has(kSyn) || !seg.has(kAck) || seg.has(kFin) || seg.ack != c.iss + 1) {
-            drop(DropReason::bad_ack);
-            return;
-        }
-        c.irs = seg.seq;
-        c.rcv_nxt = seg.seq + 1;
-        if (c.profile == Profile::linux_tcp) linux_negotiate(c, seg);
-        establish(c, now);
-        send_pure_ack(c);
-        push_event(EventType::connected, c);
-        schedule(c);
-    }
-
-    void on_syn_received(Conn& c, const Segment& seg, TimePoint now) {
-        if (seg.has(kRst)) {
-            if (seg.seq != c.rcv_nxt) {
-                drop(DropReason::rst_not_exact);
-                return;
-            }
-            ++stats.rst_received;
-            fail_handshake(c, CloseReason::peer_reset);
-            return;
-        }
-        if (seg.has(kSyn)) {
-            if (seg.has(kAck) || seg.seq != c.irs) {
-                drop(DropReason::unexpected_syn);
-                return;
-            }
-            // The peer did not hear our SYN-ACK: answer its retransmitted SYN now.
-            if (!replies.allow(now)) {
-                drop(DropReason::reply_rate_limited);
-                return;
-            }
-            emit_conn(c, c.iss, kSyn | kAck);
-            ++stats.syn_retransmits;
-            return;
-        }
-        if (!seg.has(kAck) || seg.has(kFin)) {
-            drop(DropReason::bad_flags);
-            return;
-        }
-        if (seg.ack != c.snd_nxt) {
-            drop(DropReason::bad_ack);
-            return;
-        }
-        establish(c, now);
-        c.last_ack_sent = c.rcv_nxt;
-        push_event(EventType::accepted, c);
-        if (c.profile == Profile::linux_tcp) {
-            linux_accept_ack(c, seg, now);
-            return;
-        }
-        // Data on the handshake's ACK (or on the first segment, the ACK lost)
-        // is delivered, and acknowledged by the pure ACK below: through
-        // on_data, a seq far ahead would also trip the ack_every_bytes rule
-        // and send the same ACK twice for one segment.
-        if (seg.payload.size) receive_payload(c, seg);
-        // The window in our SYN-ACK is unscaled (RFC 7323), so a stateful
-        // firewall lets the client send only 64 KiB past our ACK until it
-        // sees a scaled window from us. One pure ACK now advertises it.
-        send_pure_ack(c);
-        schedule(c);
-    }
-
-    // The kernel sends nothing when the handshake's ACK arrives: data on it
-    // takes the ordinary ACK cadence.
-    void linux_accept_ack(Conn& c, const Segment& seg, TimePoint now) {
-        linux_track_peer(c, seg);
-        if (seg.payload.size) {
-            linux_on_data(c, seg, now);
+    Conn* new_conn(const Endpoint& local, const Endpoint& remote, ConnState state, Profile profile, TimePoint now) {
+        Conn* c = table.insert(local, remote);
+        if (!c) return nullptr;
+        c->state = state;
+        c->profile = profile;
+        if (profile == Profile::linux_tcp) {
+            linux_init(*c, cfg, LinuxIds{linux_keys.ts_offset(local, remote), linux_keys.flow_label(local, remote),
+                                         static_cast<uint16_t>(rng.next())});
+            c->iss = linux_keys.isn_for(local, remote, now);
         } else {
-            schedule(c);
+            c->iss = SeqNum(cfg.random_isn ? static_cast<uint32_t>(rng.next()) : 0);
+        }
+        c->snd_nxt = c->iss + 1;  // the SYN occupies one sequence number
+        ++stats.half_open_connections;
+        return c;
+    }
+
+    // --- timers ------------------------------------------------------------------------
+
+    void reschedule(Conn& c) {
+        if (c.slot == SlotState::live) timers.schedule(c);
+    }
+
+    void on_timer(TimePoint now) {
+        Context cx = context(now);
+        while (Conn* c = timers.pop_due(now)) {
+            conn_timers(*c, cx);
+            reschedule(*c);
         }
     }
 
-    void on_established(Conn& c, const Segment& seg, TimePoint now) {
-        if (seg.has(kRst)) {
-            on_rst_established(c, seg, now);
-            return;
+    // --- the application's calls ------------------------------------------------------
+
+    // Events of connections closed since they were queued are skipped; a
+    // terminal event releases the slot its connection was held in.
+    bool poll_event(Event& out) {
+        while (events.pop(out)) {
+            if (deliverable(out)) return true;
         }
-        if (seg.has(kSyn)) {
-            on_syn_established(c, seg, now);
-            return;
-        }
-        if (!seg.has(kAck) || seg.has(kFin)) {
-            drop(DropReason::bad_flags);
-            return;
-        }
-        if (c.profile == Profile::linux_tcp) linux_track_peer(c, seg);
-        note_alive(c, seg, now);
-        if (seg.payload.size == 0) {
-            ++stats.pure_acks_in;
-            on_payloadless(c, seg, now);
-            schedule(c);
-            return;
-        }
-        on_data(c, seg, now);
+        return false;
     }
 
-    void on_rst_established(Conn& c, const Segment& seg, TimePoint now) {
-        if (seg.seq == c.rcv_nxt) {
-            peer_reset_established(c);
-            return;
-        }
-        drop(DropReason::rst_not_exact);
-        if (seq_distance(SeqNum{seg.seq}, SeqNum{c.rcv_nxt}) <= cfg.rst_window)
-            send_challenge_ack(c, now);
+    bool deliverable(const Event& ev) {
+        if (!is_terminal(ev.type)) return table.resolve(ev.conn) != nullptr;
+        // close() released the slot itself: its local_close event always goes
+        // out. Any other ending held the slot until now, unless the app closed
+        // it meanwhile (then the app already knows).
+        if (ev.reason == CloseReason::local_close) return true;
+        Conn* c = table.resolve(ev.conn);
+        if (!c || c->slot != SlotState::closing) return false;
+        table.release(*c);
+        return true;
     }
-
-    void on_syn_established(Conn& c, const Segment& seg, TimePoint now) {
-        if (c.is_client && seg.has(kAck) && seg.seq == c.irs) {
-            // A retransmitted SYN-ACK: our handshake ACK was lost.
-            if (!replies.allow(now)) {
-                drop(DropReason::reply_rate_limited);
-                return;
-            }
-            send_pure_ack(c);
-            return;
-        }
-        drop(DropReason::unexpected_syn);
-        send_challenge_ack(c, now);
-    }
-
-    // The highest sequence end received moves on; the payload becomes a datagram event.
-    void receive_payload(Conn& c, const Segment& seg) {
-        c.peer_sent_data = true;
-        uint32_t end = seg.seq + static_cast<uint32_t>(seg.payload.size);
-        if (seq_after(SeqNum{end}, SeqNum{c.rcv_nxt})) c.rcv_nxt = end;
-        deliver(c, seg.payload);
-    }
-
-    void on_data(Conn& c, const Segment& seg, TimePoint now) {
-        if (c.profile == Profile::linux_tcp) {
-            linux_on_data(c, seg, now);
-            return;
-        }
-        receive_payload(c, seg);
-        uint32_t unacked = c.rcv_nxt - c.last_ack_sent;
-        if (unacked > cfg.ack_every_bytes) {
-            send_pure_ack(c);
-            ++stats.idle_acks_sent;
-        } else if (unacked != 0 && c.ack_due == kNever) {
-            c.ack_due = now + cfg.idle_ack_interval;
-        }
-        schedule(c);
-    }
-
-    void deliver(Conn& c, ByteView payload) {
-        if (ev_datagrams >= cfg.event_queue_capacity) {
-            drop(DropReason::event_queue_full);
-            return;
-        }
-        ++ev_datagrams;
-        ++stats.datagrams_in;
-        stats.datagram_bytes_in += payload.size;
-        push_event(EventType::datagram, c, CloseReason::local_close, payload);
-    }
-
-    // --- application calls ---------------------------------------------------
 
     Result<ConnId> connect(const Endpoint& remote, TimePoint now) {
-        now_ = now;
-        if (Status s = validate(cfg); !s)
-            return Status::error(Errc::invalid_argument, "connect to " + to_string(remote) + ": " + s.message());
-        const std::optional<IpAddr>& local_ip =
-            remote.addr.family == Family::v4 ? cfg.local_v4 : cfg.local_v6;
-        if (!local_ip || local_ip->family != remote.addr.family)
-            return Status::error(Errc::no_local_address,
-                                 "connect to " + to_string(remote) + ": the stack has no local " +
-                                     (remote.addr.family == Family::v4 ? "IPv4" : "IPv6") +
-                                     " address (set StackConfig::local_v4 / local_v6)");
-        if (remote.port == 0 || !is_unicast(remote.addr))
-            return Status::error(Errc::invalid_argument,
-                                 "connect to " + to_string(remote) + ": not a unicast address and port");
-        if (stats.half_open_connections >= cfg.max_half_open)
-            return Status::error(Errc::table_full, "connect to " + to_string(remote) +
-                                                       ": too many handshakes in progress (max_half_open)");
-        if (table.full())
-            return Status::error(Errc::table_full,
-                                 "connect to " + to_string(remote) + ": connection table full (max_connections)");
-        if (tx_n >= cfg.tx_queue_capacity)
-            return Status::error(Errc::tx_queue_full, "connect: transmit queue full; drain it and retry");
-        Endpoint local{*local_ip, 0};
+        if (Status s = connect_refusal(remote); !s) return s;
+        Endpoint local{remote.addr.family == Family::v4 ? *cfg.local_v4 : *cfg.local_v6, 0};
         if (!pick_local_port(local, remote))
             return Status::error(Errc::ports_exhausted, "connect to " + to_string(remote) + ": every local port 32768-60999" +
                                                             shard_text(remote) + " is in use towards it");
-        Conn* c = new_conn(local, remote, ConnState::syn_sent, cfg.profile);
+        Conn* c = new_conn(local, remote, ConnState::syn_sent, cfg.profile, now);
         if (!c) return Status::error(Errc::table_full, "connect: connection table full");
         c->is_client = true;
-        emit_conn(*c, c->iss, kSyn);
-        c->attempts = 1;
-        c->handshake_deadline = now + cfg.handshake_interval;
-        schedule(*c);
+        Context cx = context(now);
+        start_handshake(*c, cx);
+        reschedule(*c);
         return table.id_of(*c);
+    }
+
+    // Why connect() cannot start a handshake towards `remote`, or ok.
+    Status connect_refusal(const Endpoint& remote) const {
+        const std::string to = "connect to " + to_string(remote);
+        if (Status s = validate(cfg); !s) return Status::error(Errc::invalid_argument, to + ": " + s.message());
+        const std::optional<IpAddr>& local_ip = remote.addr.family == Family::v4 ? cfg.local_v4 : cfg.local_v6;
+        if (!local_ip || local_ip->family != remote.addr.family)
+            return Status::error(Errc::no_local_address,
+                                 to + ": the stack has no local " + (remote.addr.family == Family::v4 ? "IPv4" : "IPv6") +
+                                     " address (set StackConfig::local_v4 / local_v6)");
+        if (remote.port == 0 || !is_unicast(remote.addr))
+            return Status::error(Errc::invalid_argument, to + ": not a unicast address and port");
+        if (stats.half_open_connections >= cfg.max_half_open)
+            return Status::error(Errc::table_full, to + ": too many handshakes in progress (max_half_open)");
+        if (table.full()) return Status::error(Errc::table_full, to + ": connection table full (max_connections)");
+        if (tx.full()) return Status::error(Errc::tx_queue_full, "connect: transmit queue full; drain it and retry");
+        return Status();
     }
 
     // A local port in 32768-60999, free towards `remote`, in this Stack's
@@ -2009,57 +2278,31 @@ struct Stack::Impl {
                " == " + std::to_string(cfg.shard_index);
     }
 
-    size_t max_datagram_for(Family f) const {
-        size_t headers = ip_header_len(f) + kTcpHeaderLen;
-        return cfg.mtu > headers ? cfg.mtu - headers : 0;
-    }
-
-    // Less the timestamp option on a linux_tcp connection that carries it.
-    size_t max_datagram_of(const Conn& c) const {
-        const size_t m = max_datagram_for(c.local.addr.family);
-        const bool ts = c.profile == Profile::linux_tcp && c.lx.ts_ok;
-        return ts ? (m > kTsOptionLen ? m - kTsOptionLen : 0) : m;
-    }
-
     Errc send(ConnId id, ByteView data, TimePoint now) {
-        now_ = now;
         Conn* c = table.resolve(id);
         if (!c) return Errc::stale_handle;
-        if (c->slot != SlotState::live || c->state != ConnState::established)
-            return Errc::not_established;
-        if (data.size == 0) return Errc::empty_datagram;
-        if (data.size > max_datagram_of(*c)) return Errc::too_big;
-        if (tx_n >= cfg.tx_queue_capacity) return Errc::tx_queue_full;
-        if (c->profile == Profile::linux_tcp && !linux_window_allows(*c, data.size)) {
-            // Datagram semantics: what the window cannot take is lost, as a
-            // full UDP socket buffer loses it; never queued, never sent.
-            ++stats.window_full_drops;
-            return Errc::window_full;
-        }
-        emit_conn(*c, c->snd_nxt, kAck, data);
-        c->snd_nxt += static_cast<uint32_t>(data.size);
-        ++stats.datagrams_out;
-        stats.datagram_bytes_out += data.size;
-        note_send(*c, now);
-        return Errc::ok;
+        if (Errc e = check_sendable(*c, data.size, cfg); e != Errc::ok) return e;
+        if (tx.full()) return Errc::tx_queue_full;
+        Context cx = context(now);
+        const Errc e = send_datagram(*c, data, cx);
+        reschedule(*c);
+        return e;
     }
 
     Errc close(ConnId id, TimePoint now) {
-        now_ = now;
         Conn* c = table.resolve(id);
         if (!c) return Errc::stale_handle;
         if (c->slot == SlotState::closing) {
             // Already ended by the peer or a timeout; the queued terminal event
             // is skipped and this local_close one replaces it.
-            push_event(c->state == ConnState::established ? EventType::closed : EventType::connect_failed,
-                       *c, CloseReason::local_close);
+            push_event(c->state == ConnState::established ? EventType::closed : EventType::connect_failed, *c,
+                       CloseReason::local_close);
             table.release(*c);
             return Errc::ok;
         }
-        // tcp_send_active_reset: RST|ACK with the connection's options.
-        const bool linux_rst_ack = c->profile == Profile::linux_tcp && c->state != ConnState::syn_sent;
-        emit_conn(*c, c->snd_nxt, linux_rst_ack ? (kRst | kAck) : kRst);
-        count_state_leave(*c);
+        Context cx = context(now);
+        send_reset(*c, cx);
+        count_state_leave(stats, *c);
         table.unindex(*c);
         if (c->state == ConnState::established) {
             push_event(EventType::closed, *c, CloseReason::local_close);
@@ -2067,7 +2310,6 @@ struct Stack::Impl {
             push_event(EventType::connect_failed, *c, CloseReason::local_close);
         }
         table.release(*c);
-        (void)now;
         return Errc::ok;
     }
 };
@@ -2093,18 +2335,18 @@ Stack& Stack::operator=(Stack&&) noexcept = default;
 
 Status Stack::listen(uint16_t port) {
     if (port == 0) return Status::error(Errc::invalid_argument, "listen: port 0 is not a port");
-    if (impl_->is_listening(port))
+    if (impl_->listening.has(port))
         return Status::error(Errc::already_listening,
                              "listen on port " + std::to_string(port) + ": already listening");
-    impl_->listening[port >> 6] |= uint64_t{1} << (port & 63);
+    impl_->listening.add(port);
     return Status();
 }
 
 Status Stack::unlisten(uint16_t port) {
-    if (port == 0 || !impl_->is_listening(port))
+    if (port == 0 || !impl_->listening.has(port))
         return Status::error(Errc::not_listening,
                              "unlisten port " + std::to_string(port) + ": not listening");
-    impl_->listening[port >> 6] &= ~(uint64_t{1} << (port & 63));
+    impl_->listening.remove(port);
     return Status();
 }
 
@@ -2119,7 +2361,7 @@ Errc Stack::send(ConnId conn, ByteView datagram, TimePoint now) {
 size_t Stack::max_datagram(ConnId conn) const {
     const Conn* c = impl_->table.resolve(conn);
     if (!c) return 0;
-    return impl_->max_datagram_of(*c);
+    return max_datagram_of(*c, impl_->cfg);
 }
 
 Errc Stack::close(ConnId conn, TimePoint now) { return impl_->close(conn, now); }
@@ -2142,37 +2384,23 @@ void Stack::on_packet(ByteView packet, TimePoint now, RxChecksum checksum) {
     impl_->on_packet(packet, now, checksum);
 }
 void Stack::on_timer(TimePoint now) { impl_->on_timer(now); }
-std::optional<TimePoint> Stack::next_deadline() const { return impl_->next_deadline(); }
+std::optional<TimePoint> Stack::next_deadline() const { return impl_->timers.next_deadline(); }
 
-size_t Stack::tx_count() const { return impl_->tx_n; }
-
-ByteView Stack::tx_packet(size_t i) const {
-    if (i >= impl_->tx_n) return {};
-    return ByteView(impl_->tx_buf.data() + i * impl_->tx_stride + kTxHeadroom, impl_->tx_len[i]);
-}
-
-uint8_t* Stack::tx_packet_mutable(size_t i) {
-    if (i >= impl_->tx_n) return nullptr;
-    return impl_->tx_buf.data() + i * impl_->tx_stride + kTxHeadroom;
-}
-
+size_t Stack::tx_count() const { return impl_->tx.size(); }
+ByteView Stack::tx_packet(size_t i) const { return impl_->tx.packet(i); }
+uint8_t* Stack::tx_packet_mutable(size_t i) { return impl_->tx.packet_mutable(i); }
 void Stack::set_tx_checksum_offload(bool on) { impl_->tx_checksum_offload = on; }
-
-bool Stack::tx_checksum_partial(size_t i) const {
-    return i < impl_->tx_n && impl_->tx_partial[i] != 0;
-}
-
-bool Stack::tx_full() const { return impl_->tx_n >= impl_->cfg.tx_queue_capacity; }
-void Stack::tx_clear() { impl_->tx_n = 0; }
+bool Stack::tx_checksum_partial(size_t i) const { return impl_->tx.checksum_partial(i); }
+bool Stack::tx_full() const { return impl_->tx.full(); }
+void Stack::tx_clear() { impl_->tx.clear(); }
 bool Stack::poll_event(Event& out) { return impl_->poll_event(out); }
 const Stats& Stack::stats() const { return impl_->stats; }
 const StackConfig& Stack::config() const { return impl_->cfg; }
 
 size_t Stack::memory_footprint() const {
     const Impl& m = *impl_;
-    return sizeof(Impl) + m.table.memory_footprint() + m.timers.capacity() * sizeof(TimerEntry) +
-           m.listening.capacity() * sizeof(uint64_t) + m.tx_buf.capacity() +
-           m.tx_len.capacity() * sizeof(uint32_t) + m.events.capacity() * sizeof(Event);
+    return sizeof(Impl) + m.table.memory_footprint() + m.timers.memory_footprint() +
+           m.listening.memory_footprint() + m.tx.memory_footprint() + m.events.memory_footprint();
 }
 
 // ===========================================================================

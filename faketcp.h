@@ -512,6 +512,106 @@ private:
 };
 
 // ---------------------------------------------------------------------------
+// The Stack's queues (internal, not API)
+// ---------------------------------------------------------------------------
+//
+// The three queues a Stack is built from, declared here only so the unit
+// tests (test/test_queues.cpp) check their invariants on their own, as they
+// do offload's functions. Applications use Stack; these may change.
+namespace detail {
+
+// Packets made and not yet written to the device, oldest first: `capacity`
+// buffers of one stride, allocated once. Invariants: size() <= capacity();
+// every packet has kTxHeadroom writable bytes in front of it and room for
+// mtu() bytes; a packet stays where it is, unchanged, until clear(); a full
+// queue takes nothing (the caller counts the drop).
+class TxQueue {
+public:
+    void init(size_t capacity, size_t mtu);
+    size_t size() const { return n_; }
+    size_t capacity() const { return len_.size(); }
+    size_t mtu() const { return mtu_; }
+    bool full() const { return n_ >= capacity(); }
+    // Where the next packet goes (mtu() bytes, headroom before them);
+    // nullptr when full. Nothing is queued until commit().
+    uint8_t* next();
+    // Queue the packet written at next(): `len` bytes (at most mtu(), else
+    // nothing is queued); `checksum_partial`: the device completes its TCP
+    // checksum.
+    void commit(size_t len, bool checksum_partial);
+    ByteView packet(size_t i) const;              // empty past size()
+    uint8_t* packet_mutable(size_t i);            // nullptr past size()
+    bool checksum_partial(size_t i) const;        // false past size()
+    void clear() { n_ = 0; }
+    size_t memory_footprint() const;
+
+private:
+    std::vector<uint8_t> buf_;
+    std::vector<uint32_t> len_;
+    std::vector<uint8_t> partial_;
+    size_t stride_ = 0;
+    size_t mtu_ = 0;
+    size_t n_ = 0;
+};
+
+// Events for the application, oldest first; the application pulls them.
+// Invariants: at most datagram_capacity undrained datagram events (push
+// refuses more, so input the application does not drain cannot grow it
+// without bound); the storage is reused: once pop() finds the queue drained
+// it starts over at the front, and it never shrinks.
+class EventQueue {
+public:
+    void init(size_t datagram_capacity);
+    // False, and nothing queued, for a datagram beyond the capacity.
+    [[nodiscard]] bool push(const Event& ev);
+    // The oldest undrained event; false once none is left.
+    [[nodiscard]] bool pop(Event& out);
+    size_t size() const { return events_.size() - head_; }
+    size_t datagrams() const { return datagrams_; }
+    size_t memory_footprint() const { return events_.capacity() * sizeof(Event); }
+
+private:
+    std::vector<Event> events_;
+    size_t head_ = 0;
+    size_t datagrams_ = 0;
+    size_t datagram_capacity_ = 0;
+};
+
+// Connection deadlines in one min-heap, invalidated lazily: an entry stays
+// when its connection's timer moves or the connection goes, and the owner
+// recognises such a stale entry when it surfaces (the heap never looks at
+// connections). Invariant: earliest() is an entry with the smallest time;
+// entries with equal times surface in an unspecified order.
+class TimerHeap {
+public:
+    struct Entry {
+        TimePoint when;
+        ConnId conn;
+    };
+    void reserve(size_t n) { heap_.reserve(n); }
+    bool empty() const { return heap_.empty(); }
+    size_t size() const { return heap_.size(); }
+    std::optional<Entry> earliest() const;
+    void push(TimePoint when, ConnId conn);
+    void pop();  // the earliest entry; nothing when empty
+    // Replace every entry by those `collect` hands to the function it is
+    // given, `add(when, conn)`, and order them once (linear time).
+    template <class Collect>
+    void rebuild(Collect&& collect) {
+        heap_.clear();
+        collect([this](TimePoint when, ConnId conn) { heap_.push_back(Entry{when, conn}); });
+        order();
+    }
+    size_t memory_footprint() const { return heap_.capacity() * sizeof(Entry); }
+
+private:
+    void order();
+    std::vector<Entry> heap_;
+};
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------
 // Device offload: virtio-net headers, GSO coalesce (tx), GRO split (rx)
 // ---------------------------------------------------------------------------
 //
