@@ -1978,55 +1978,37 @@ void count_state_leave(Stats& stats, const Conn& c) {
 
 bool is_terminal(EventType t) { return t == EventType::closed || t == EventType::connect_failed; }
 
-}  // namespace
-
-struct Stack::Impl final : ConnOutput {
-    StackConfig cfg;
-    Stats stats;
-    ConnTable table;
-    ConnTimers timers;
-    PortSet listening;
-    Rng rng{0};
-    RateLimiter replies;
-    LogLimiter input_logs;
-    LinuxKeys linux_keys;
-    detail::TxQueue tx;
-    detail::EventQueue events;
-    bool tx_checksum_offload = false;
-
-    explicit Impl(const StackConfig& c) : cfg(clamped(c)), linux_keys(cfg) {
-        rng.state = cfg.seed;
-        table.init(cfg.max_connections, rng.next());
-        timers.init(&table, cfg.max_connections);
-        replies.init(cfg.reply_rate_per_sec);
+// Where the state machine's output lands: segments are shaped and encoded
+// into the transmit queue, reports become events, and a connection that
+// ended is held until the application polls its terminal event (or, never
+// seen by the application, released at once).
+class StackOutput final : public ConnOutput {
+public:
+    StackOutput(const StackConfig& cfg, Stats& stats, ConnTable& table) : cfg_(cfg), stats_(stats), table_(table) {
+        replies_.init(cfg.reply_rate_per_sec);
         tx.init(cfg.tx_queue_capacity, cfg.mtu);
         events.init(cfg.event_queue_capacity);
     }
 
-    Context context(TimePoint now) { return Context{cfg, stats, *this, now}; }
-    void drop(DropReason r) { count_drop(stats, r); }
-
-    // --- where the state machine's output goes (ConnOutput) ----------------------
-
     // Queue one encoded segment; false (counted) when the queue is full.
     bool emit(const SegmentSpec& s) {
         if (tx.full()) {
-            drop(DropReason::tx_queue_full);
+            count_drop(stats_, DropReason::tx_queue_full);
             return false;
         }
-        if (segment_size(s) > cfg.mtu) return false;  // callers check; this guards the buffer
+        if (segment_size(s) > cfg_.mtu) return false;  // callers check; this guards the buffer
         const size_t n = write_segment(tx.next(), s);
         tx.commit(n, s.checksum_partial);
-        ++stats.packets_out;
-        stats.bytes_out += n;
+        ++stats_.packets_out;
+        stats_.bytes_out += n;
         return true;
     }
 
     bool transmit(Conn& c, const Reply& r, TimePoint now) override {
         uint8_t options[kMaxTcpOptionsLen];
-        SegmentSpec spec = conn_segment(c, r, cfg, now, options);
+        SegmentSpec spec = conn_segment(c, r, cfg_, now, options);
         // Only data is worth offloading: a control segment's sum is 20 bytes.
-        spec.checksum_partial = tx_checksum_offload && r.payload.size > 0;
+        spec.checksum_partial = checksum_offload && r.payload.size > 0;
         return emit(spec);
     }
 
@@ -2034,12 +2016,12 @@ struct Stack::Impl final : ConnOutput {
     bool push_event(EventType type, const Conn& c, CloseReason reason, ByteView data = {}) {
         Event ev;
         ev.type = type;
-        ev.conn = table.id_of(c);
+        ev.conn = table_.id_of(c);
         ev.reason = reason;
         ev.user_data = c.user_data;
         ev.data = data;
         if (events.push(ev)) return true;
-        drop(DropReason::event_queue_full);
+        count_drop(stats_, DropReason::event_queue_full);
         return false;
     }
 
@@ -2047,37 +2029,70 @@ struct Stack::Impl final : ConnOutput {
 
     void deliver(const Conn& c, ByteView payload) override {
         if (!push_event(EventType::datagram, c, CloseReason::local_close, payload)) return;
-        ++stats.datagrams_in;
-        stats.datagram_bytes_in += payload.size;
+        ++stats_.datagrams_in;
+        stats_.datagram_bytes_in += payload.size;
     }
 
     // Clients hear of a failed handshake and everyone of an established
     // connection's end; a half-open accepted one vanishes silently (the
     // application never saw it).
     void ended(Conn& c, CloseReason why) override {
-        count_state_leave(stats, c);
+        count_state_leave(stats_, c);
         if (c.state == ConnState::established) {
             hold_until_notified(c, EventType::closed, why);
         } else if (c.is_client) {
             hold_until_notified(c, EventType::connect_failed, why);
         } else {
-            table.unindex(c);
-            table.release(c);
+            table_.unindex(c);
+            table_.release(c);
         }
     }
 
+    bool reply_allowed(TimePoint now) override { return replies_.allow(now); }
+
+    detail::TxQueue tx;
+    detail::EventQueue events;
+    bool checksum_offload = false;  // see Stack::set_tx_checksum_offload
+
+private:
     // Packets no longer reach the connection, but its slot (and handle)
     // stays until the terminal event is polled, so the events queued before
     // it are still delivered. If the app closes it first, the terminal
     // event is skipped: one terminal event each.
     void hold_until_notified(Conn& c, EventType terminal_type, CloseReason why) {
-        table.unindex(c);
+        table_.unindex(c);
         c.slot = SlotState::closing;
         c.handshake_deadline = c.ack_due = c.keepalive_due = kNever;
         push_event(terminal_type, c, why);
     }
 
-    bool reply_allowed(TimePoint now) override { return replies.allow(now); }
+    const StackConfig& cfg_;
+    Stats& stats_;
+    ConnTable& table_;
+    RateLimiter replies_;  // replies the stack makes unasked
+};
+
+}  // namespace
+
+struct Stack::Impl {
+    StackConfig cfg;
+    Stats stats;
+    ConnTable table;
+    ConnTimers timers;
+    StackOutput out{cfg, stats, table};
+    PortSet listening;
+    Rng rng{0};
+    LogLimiter input_logs;
+    LinuxKeys linux_keys;
+
+    explicit Impl(const StackConfig& c) : cfg(clamped(c)), linux_keys(cfg) {
+        rng.state = cfg.seed;
+        table.init(cfg.max_connections, rng.next());
+        timers.init(&table, cfg.max_connections);
+    }
+
+    Context context(TimePoint now) { return Context{cfg, stats, out, now}; }
+    void drop(DropReason r) { count_drop(stats, r); }
 
     // --- demux: a packet finds its connection --------------------------------------
 
@@ -2126,7 +2141,7 @@ struct Stack::Impl final : ConnOutput {
     }
 
     void reply_rst(const Segment& seg, TimePoint now) {
-        if (!replies.allow(now)) {
+        if (!out.reply_allowed(now)) {
             drop(DropReason::reply_rate_limited);
             return;
         }
@@ -2135,7 +2150,7 @@ struct Stack::Impl final : ConnOutput {
         const SegmentSpec s = cfg.profile == Profile::linux_tcp
                                   ? linux_rst_for(seg, local, remote, linux_keys.flow_label(local, remote))
                                   : rst_for(seg, local, remote);
-        if (emit(s)) ++stats.rst_sent;
+        if (out.emit(s)) ++stats.rst_sent;
     }
 
     void accept_syn(const Segment& seg, TimePoint now) {
@@ -2200,9 +2215,12 @@ struct Stack::Impl final : ConnOutput {
 
     // Events of connections closed since they were queued are skipped; a
     // terminal event releases the slot its connection was held in.
-    bool poll_event(Event& out) {
-        while (events.pop(out)) {
-            if (deliverable(out)) return true;
+    bool poll_event(Event& result) {
+        Event ev;
+        while (out.events.pop(ev)) {
+            if (!deliverable(ev)) continue;
+            result = ev;
+            return true;
         }
         return false;
     }
@@ -2248,7 +2266,7 @@ struct Stack::Impl final : ConnOutput {
         if (stats.half_open_connections >= cfg.max_half_open)
             return Status::error(Errc::table_full, to + ": too many handshakes in progress (max_half_open)");
         if (table.full()) return Status::error(Errc::table_full, to + ": connection table full (max_connections)");
-        if (tx.full()) return Status::error(Errc::tx_queue_full, "connect: transmit queue full; drain it and retry");
+        if (out.tx.full()) return Status::error(Errc::tx_queue_full, "connect: transmit queue full; drain it and retry");
         return Status();
     }
 
@@ -2282,7 +2300,7 @@ struct Stack::Impl final : ConnOutput {
         Conn* c = table.resolve(id);
         if (!c) return Errc::stale_handle;
         if (Errc e = check_sendable(*c, data.size, cfg); e != Errc::ok) return e;
-        if (tx.full()) return Errc::tx_queue_full;
+        if (out.tx.full()) return Errc::tx_queue_full;
         Context cx = context(now);
         const Errc e = send_datagram(*c, data, cx);
         reschedule(*c);
@@ -2295,8 +2313,8 @@ struct Stack::Impl final : ConnOutput {
         if (c->slot == SlotState::closing) {
             // Already ended by the peer or a timeout; the queued terminal event
             // is skipped and this local_close one replaces it.
-            push_event(c->state == ConnState::established ? EventType::closed : EventType::connect_failed, *c,
-                       CloseReason::local_close);
+            out.push_event(c->state == ConnState::established ? EventType::closed : EventType::connect_failed, *c,
+                           CloseReason::local_close);
             table.release(*c);
             return Errc::ok;
         }
@@ -2305,9 +2323,9 @@ struct Stack::Impl final : ConnOutput {
         count_state_leave(stats, *c);
         table.unindex(*c);
         if (c->state == ConnState::established) {
-            push_event(EventType::closed, *c, CloseReason::local_close);
+            out.push_event(EventType::closed, *c, CloseReason::local_close);
         } else if (c->is_client) {
-            push_event(EventType::connect_failed, *c, CloseReason::local_close);
+            out.push_event(EventType::connect_failed, *c, CloseReason::local_close);
         }
         table.release(*c);
         return Errc::ok;
@@ -2386,13 +2404,13 @@ void Stack::on_packet(ByteView packet, TimePoint now, RxChecksum checksum) {
 void Stack::on_timer(TimePoint now) { impl_->on_timer(now); }
 std::optional<TimePoint> Stack::next_deadline() const { return impl_->timers.next_deadline(); }
 
-size_t Stack::tx_count() const { return impl_->tx.size(); }
-ByteView Stack::tx_packet(size_t i) const { return impl_->tx.packet(i); }
-uint8_t* Stack::tx_packet_mutable(size_t i) { return impl_->tx.packet_mutable(i); }
-void Stack::set_tx_checksum_offload(bool on) { impl_->tx_checksum_offload = on; }
-bool Stack::tx_checksum_partial(size_t i) const { return impl_->tx.checksum_partial(i); }
-bool Stack::tx_full() const { return impl_->tx.full(); }
-void Stack::tx_clear() { impl_->tx.clear(); }
+size_t Stack::tx_count() const { return impl_->out.tx.size(); }
+ByteView Stack::tx_packet(size_t i) const { return impl_->out.tx.packet(i); }
+uint8_t* Stack::tx_packet_mutable(size_t i) { return impl_->out.tx.packet_mutable(i); }
+void Stack::set_tx_checksum_offload(bool on) { impl_->out.checksum_offload = on; }
+bool Stack::tx_checksum_partial(size_t i) const { return impl_->out.tx.checksum_partial(i); }
+bool Stack::tx_full() const { return impl_->out.tx.full(); }
+void Stack::tx_clear() { impl_->out.tx.clear(); }
 bool Stack::poll_event(Event& out) { return impl_->poll_event(out); }
 const Stats& Stack::stats() const { return impl_->stats; }
 const StackConfig& Stack::config() const { return impl_->cfg; }
@@ -2400,7 +2418,7 @@ const StackConfig& Stack::config() const { return impl_->cfg; }
 size_t Stack::memory_footprint() const {
     const Impl& m = *impl_;
     return sizeof(Impl) + m.table.memory_footprint() + m.timers.memory_footprint() +
-           m.listening.memory_footprint() + m.tx.memory_footprint() + m.events.memory_footprint();
+           m.listening.memory_footprint() + m.out.tx.memory_footprint() + m.out.events.memory_footprint();
 }
 
 // ===========================================================================
