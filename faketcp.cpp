@@ -1244,6 +1244,14 @@ void on_data(Conn& c, const Segment& seg, Context& cx) {
     }
 }
 
+// After the handshake's SYNs, a segment that is neither RST nor SYN
+// carries ACK and never FIN (fake TCP closes with RST only).
+bool ack_flags_ok(const Segment& seg, Context& cx) {
+    if (seg.has(kAck) && !seg.has(kFin)) return true;
+    count_drop(cx.stats, DropReason::bad_flags);
+    return false;
+}
+
 void on_syn_sent(Conn& c, const Segment& seg, Context& cx) {
     if (seg.has(kRst)) {
         if (ack_of(seg) != c.iss + 1) {
@@ -1318,10 +1326,7 @@ void on_syn_received(Conn& c, const Segment& seg, Context& cx) {
         on_syn_again(c, seg, cx);
         return;
     }
-    if (!seg.has(kAck) || seg.has(kFin)) {
-        count_drop(cx.stats, DropReason::bad_flags);
-        return;
-    }
+    if (!ack_flags_ok(seg, cx)) return;
     if (ack_of(seg) != c.snd_nxt) {
         count_drop(cx.stats, DropReason::bad_ack);
         return;
@@ -1360,10 +1365,7 @@ void on_established(Conn& c, const Segment& seg, Context& cx) {
         on_syn_established(c, seg, cx);
         return;
     }
-    if (!seg.has(kAck) || seg.has(kFin)) {
-        count_drop(cx.stats, DropReason::bad_flags);
-        return;
-    }
+    if (!ack_flags_ok(seg, cx)) return;
     if (c.profile == Profile::linux_tcp) linux_track_peer(c, seg);
     note_alive(c, seg, cx);
     if (seg.payload.size == 0) {
@@ -1836,8 +1838,7 @@ void TxQueue::init(size_t capacity, size_t mtu) {
     mtu_ = mtu;
     stride_ = (kTxHeadroom + mtu + 63) & ~size_t{63};
     buf_.assign(stride_ * capacity, 0);
-    len_.assign(capacity, 0);
-    partial_.assign(capacity, 0);
+    meta_.assign(capacity, Meta{});
     n_ = 0;
 }
 
@@ -1848,13 +1849,12 @@ uint8_t* TxQueue::next() {
 
 void TxQueue::commit(size_t len, bool checksum_partial) {
     if (full() || len > mtu_) return;
-    partial_[n_] = checksum_partial;
-    len_[n_++] = static_cast<uint32_t>(len);
+    meta_[n_++] = Meta{static_cast<uint32_t>(len), checksum_partial};
 }
 
 ByteView TxQueue::packet(size_t i) const {
     if (i >= n_) return {};
-    return ByteView(buf_.data() + i * stride_ + kTxHeadroom, len_[i]);
+    return ByteView(buf_.data() + i * stride_ + kTxHeadroom, meta_[i].len);
 }
 
 uint8_t* TxQueue::packet_mutable(size_t i) {
@@ -1862,10 +1862,10 @@ uint8_t* TxQueue::packet_mutable(size_t i) {
     return buf_.data() + i * stride_ + kTxHeadroom;
 }
 
-bool TxQueue::checksum_partial(size_t i) const { return i < n_ && partial_[i] != 0; }
+bool TxQueue::checksum_partial(size_t i) const { return i < n_ && meta_[i].checksum_partial; }
 
 size_t TxQueue::memory_footprint() const {
-    return buf_.capacity() + len_.capacity() * sizeof(uint32_t) + partial_.capacity();
+    return buf_.capacity() + meta_.capacity() * sizeof(Meta);
 }
 
 void EventQueue::init(size_t datagram_capacity) {

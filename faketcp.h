@@ -529,7 +529,7 @@ class TxQueue {
 public:
     void init(size_t capacity, size_t mtu);
     size_t size() const { return n_; }
-    size_t capacity() const { return len_.size(); }
+    size_t capacity() const { return meta_.size(); }
     size_t mtu() const { return mtu_; }
     bool full() const { return n_ >= capacity(); }
     // Where the next packet goes (mtu() bytes, headroom before them);
@@ -546,9 +546,12 @@ public:
     size_t memory_footprint() const;
 
 private:
-    std::vector<uint8_t> buf_;
-    std::vector<uint32_t> len_;
-    std::vector<uint8_t> partial_;
+    struct Meta {
+        uint32_t len = 0;
+        bool checksum_partial = false;
+    };
+    std::vector<uint8_t> buf_;  // capacity() buffers of stride_ bytes, headroom first
+    std::vector<Meta> meta_;    // one per buffer
     size_t stride_ = 0;
     size_t mtu_ = 0;
     size_t n_ = 0;
