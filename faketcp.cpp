@@ -753,7 +753,7 @@ struct Reply {
 class ConnOutput {
 public:
     // Queue `r` on `c` (the profile shapes it, at `now`); false when it was
-    // not queued (the stack counted why).
+    // not queued (a full queue is counted by the stack).
     virtual bool transmit(Conn& c, const Reply& r, TimePoint now) = 0;
     // Tell the application: accepted or connected.
     virtual void notify(const Conn& c, EventType type) = 0;
@@ -764,7 +764,8 @@ public:
     // it. Afterwards `c` is no longer live.
     virtual void ended(Conn& c, CloseReason why) = 0;
     // The budget of replies the stack makes unasked (challenge ACKs, answers
-    // to retransmitted handshakes); false: the reply is dropped and counted.
+    // to retransmitted handshakes); false: the caller drops the reply and
+    // counts it (reply_rate_limited).
     virtual bool reply_allowed(TimePoint now) = 0;
 
 protected:
