@@ -24,7 +24,7 @@
 # What it measures (progress on stderr; stdout gets the table, then ONE JSON line):
 #   1. knee: the highest offered rate with < 1 % loss, 64/512/1400-byte datagrams,
 #      1 and 16 flows (peers: 1400 B, 1 and 16 flows); BENCH_REPS repetitions (the
-#      paths' order rotates each repetition), medians. udpgen knee (2 sender threads):
+#      paths' order rotates each repetition), medians. udpgen knee (BENCH_GEN_THREADS senders):
 #      each probe is a 0.1 s warm-up plus BENCH_PROBE_S measured at a fixed rate,
 #      counted by the sink after the path drained; a flat-out probe, then x1.3 up /
 #      halving down to bracket, then bisection to 8 %; later repetitions start from
@@ -57,7 +57,8 @@
 # Knobs (environment): BENCH_REPS (3; knees move a lot between runs on a shared VM),
 # BENCH_PROBE_S (0.5 s per knee probe), BENCH_SCALE_FLOWS (10000), BENCH_KNEE_BUDGET_S
 # (200: later repetitions are skipped once the knee phase has run this long),
-# BENCH_SIZES ("64 512 1400"), PEERS ("phantun,udp2raw"), BENCH_WG_REPS (3),
+# BENCH_GEN_THREADS / BENCH_SINK_THREADS (sender threads of each knee probe, receiver
+# threads of the sink: a quarter of the CPUs each, at least 2 / 1), BENCH_SIZES ("64 512 1400"), PEERS ("phantun,udp2raw"), BENCH_WG_REPS (3),
 # BENCH_WG_SECS (3), BENCH_IDLE_S (30), BENCH_SKIP (phases to leave out, any of
 # "scale-queues rtt cpu wg idle alloc scale"),
 # BENCH_CLI_ARGS (extra flags for both faketcp processes, e.g. "--no-udp-offload"),
@@ -75,6 +76,11 @@ need_binary
 [ -f "$SHIM" ] || fail "$SHIM is missing (make build/alloccount.so)"
 
 REPS=${BENCH_REPS:-3}
+# The generator and the sink must not be what limits a many-core host: a quarter of
+# the CPUs each (the tunnel's two ends take one queue per CPU), at least 2 senders.
+NCPU=$(nproc)
+GEN_THREADS=${BENCH_GEN_THREADS:-$((NCPU / 4 > 2 ? NCPU / 4 : 2))}
+SINK_THREADS=${BENCH_SINK_THREADS:-$((NCPU / 4 > 1 ? NCPU / 4 : 1))}
 PROBE_S=${BENCH_PROBE_S:-0.5}
 SCALE_FLOWS=${BENCH_SCALE_FLOWS:-10000}
 KNEE_BUDGET_S=${BENCH_KNEE_BUDGET_S:-200}
@@ -248,11 +254,11 @@ mark_dead() {  # mark_dead PATH PHASE WHY
 
 topo_up
 find_peers
-say "topology up (suffix $SUF); $(nproc) CPUs, load $(loadavg), probes ${PROBE_S}s, $REPS repetitions," \
+say "topology up (suffix $SUF); $(nproc) CPUs, load $(loadavg), probes ${PROBE_S}s, $REPS repetitions, $GEN_THREADS sender and $SINK_THREADS sink threads," \
     "peers: ${PEER_LIST[*]:-none}${BENCH_CLI_ARGS:+, CLI flags: $BENCH_CLI_ARGS}${BENCH_GEN_ARGS:+, generator flags: $BENCH_GEN_ARGS}"
 
 step "start the sink and the tunnels"
-bg SINK "$NS_S" sink "$UDPGEN" sink --bind 0.0.0.0:7000 --ctl "$CTL" --ready "$WORK/sink.ready"
+bg SINK "$NS_S" sink "$UDPGEN" sink --bind 0.0.0.0:7000 --ctl "$CTL" --ready "$WORK/sink.ready" --threads "$SINK_THREADS"
 wait_for 5 test -e "$WORK/sink.ready" || fail "the sink did not start"
 start_server SRV server --remote 127.0.0.1:7000 "${CLI_ARGS[@]}"
 start_client CLI client --local "$TUNNEL_TARGET" --remote "$S_IP4:$PUB_PORT" "${CLI_ARGS[@]}"
@@ -337,7 +343,7 @@ knee_search() {
     local path=$1 size=$2 flows=$3 label=$4 hint=${5:-} extra=${6:-} out i0
     i0=$(router_invalid_drops)
     if ! out=$(on_bed "$path" gen 60 knee --target "${TARGET[$path]}" --size "$size" --flows "$flows" --sport-base "${SPORT[$path]}" \
-        --threads 2 --sink-ctl "$CTL" --probe-s "$PROBE_S" ${hint:+--hint "$hint"} --label "$label" \
+        --threads "$GEN_THREADS" --sink-ctl "$CTL" --probe-s "$PROBE_S" ${hint:+--hint "$hint"} --label "$label" \
         "${GEN_ARGS[@]}"); then
         case "$path" in direct | tunnel) fail "knee $label: $(tail -n 3 "$WORK/gen.log")" ;; esac
         out='{"knee_pps":0,"size":'$size',"flows":'$flows',"probes":[]}'
@@ -713,7 +719,7 @@ for n in "${PEER_LIST[@]}"; do
     result peer "\"path\":\"$n\",\"bin\":\"${PEER_BIN[$n]}\",\"bed\":\"${BED[$n]}\",\"collapsed\":\"$(jstr "${DEAD[$n]:-}")\"" '{}'
 done
 busy1=$(host_busy_pct)
-result host "\"busy_before_pct\":$busy0,\"busy_after_pct\":$busy1,\"load_before\":\"$load0\",\"load_after\":\"$(loadavg)\",\"date\":\"$(date -u +%Y-%m-%dT%H:%MZ)\",\"cpus\":$(nproc),\"cli_args\":\"${BENCH_CLI_ARGS:-}\",\"gen_args\":\"${BENCH_GEN_ARGS:-}\"" '{}'
+result host "\"busy_before_pct\":$busy0,\"busy_after_pct\":$busy1,\"load_before\":\"$load0\",\"load_after\":\"$(loadavg)\",\"date\":\"$(date -u +%Y-%m-%dT%H:%MZ)\",\"cpus\":$(nproc),\"gen_threads\":$GEN_THREADS,\"sink_threads\":$SINK_THREADS,\"cli_args\":\"${BENCH_CLI_ARGS:-}\",\"gen_args\":\"${BENCH_GEN_ARGS:-}\"" '{}'
 
 step "summary"
 $PY "$BENCH_DIR/summarize.py" "$RES" "$(elapsed)" || fail "summarize.py failed"
