@@ -398,20 +398,29 @@ int supervise(WorkerPool& pool, const MainFds& fds, const Options& o, bool tun_o
 
 const char* signal_name(int sig) { return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "signal"; }
 
-// Blocks SIGINT and SIGTERM (before any worker thread exists: they inherit
-// the mask) and returns a signalfd that reads them; invalid after logging why.
-Fd block_signals() {
+// The main thread's two descriptors: a signalfd for SIGINT and SIGTERM,
+// blocked first (before any worker thread exists: they inherit the mask),
+// and the eventfd a worker writes when its loop ends. False after logging why not.
+bool open_main_fds(Fd& signal_fd, Fd& exited_fd) {
     sigset_t signals;
     sigemptyset(&signals);
     sigaddset(&signals, SIGINT);
     sigaddset(&signals, SIGTERM);
     if (sigprocmask(SIG_BLOCK, &signals, nullptr) != 0) {
         LOG_ERROR("sigprocmask: %s", std::strerror(errno));
-        return Fd();
+        return false;
     }
-    Fd fd(signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC));
-    if (!fd.valid()) LOG_ERROR("signalfd: %s", std::strerror(errno));
-    return fd;
+    signal_fd = Fd(signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC));
+    if (!signal_fd.valid()) {
+        LOG_ERROR("signalfd: %s", std::strerror(errno));
+        return false;
+    }
+    exited_fd = Fd(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+    if (!exited_fd.valid()) {
+        LOG_ERROR("eventfd: %s", std::strerror(errno));
+        return false;
+    }
+    return true;
 }
 
 // --metrics: the listener, rendering from the workers' snapshots like the
@@ -454,14 +463,9 @@ int run_tunnel(const TunnelSetup& setup) {
     const char* mode = o.mode == Mode::client ? "client" : "server";
     raise_fd_limit();
 
-    // The main thread owns the signals, read from a signalfd.
-    Fd signal_fd = block_signals();
-    if (!signal_fd.valid()) return 1;
-    Fd exited_fd(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
-    if (!exited_fd.valid()) {
-        LOG_ERROR("eventfd: %s", std::strerror(errno));
-        return 1;
-    }
+    // The main thread owns the signals.
+    Fd signal_fd, exited_fd;
+    if (!open_main_fds(signal_fd, exited_fd)) return 1;
 
     const uint32_t queues = o.queues != 0 ? o.queues : usable_cpus();
     std::vector<Fd> sockets;
