@@ -478,7 +478,10 @@ int run_tunnel(const TunnelSetup& setup) {
     WorkerPool pool;
     std::optional<Tun> tun;
     std::unique_ptr<MetricsServer> metrics;
-    if (o.metrics && !(metrics = open_metrics(o, pool, tun))) return 1;
+    if (o.metrics) {
+        metrics = open_metrics(o, pool, tun);
+        if (!metrics) return 1;
+    }
     tun = open_tun(o, queues);
     if (!tun) return 1;
     // Declared after the TUN: every return below removes the rules.
