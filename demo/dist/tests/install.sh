@@ -5,7 +5,8 @@
 #      ExecStart and config path, no template placeholder left, the binary runs from
 #      there, no setcap (DESTDIR is a staging root); a config file already in
 #      /etc/faketcp is left alone by install and uninstall; uninstall leaves nothing
-#      else of ours, and on a root without a config no trace at all.
+#      else of ours, and on a root without a config no trace at all; systemd-analyze
+#      verify accepts the units as installed under /usr/local (when systemd is there).
 #   2. PREFIX=/usr (where the Debian package puts it): ExecStart and the man page follow.
 #   3. As root without DESTDIR (PREFIX and SYSCONFDIR in a temp dir): setcap grants
 #      cap_net_admin; with setcap missing, make install still succeeds and names
@@ -64,6 +65,19 @@ if command -v getcap >/dev/null || [ -x /usr/sbin/getcap ]; then
     [ -z "$caps" ] || fail "make install with DESTDIR ran setcap: $caps"
 fi
 [ "$(sha256sum <"$D/etc/faketcp/mine.conf")" = "$user_sum" ] || fail "make install changed /etc/faketcp/mine.conf"
+# systemd reads /usr/local/lib/systemd/system: the units as installed there, in the root
+# (their drop-ins, the binary ExecStart names, the man page of Documentation=)
+if command -v systemd-analyze >/dev/null; then
+    for role in client server; do
+        out=$(cd "$WORK" && MANPATH="$D/usr/local/share/man" systemd-analyze verify --root="$D" --recursive-errors=no "faketcp-$role@wg.service" 2>&1)
+        rc=$?
+        [ $rc = 0 ] && [ -z "$out" ] || fail "systemd-analyze verify faketcp-$role@wg.service under /usr/local (exit $rc): $out"
+    done
+    verified=", systemd-analyze verify"
+else
+    echo "[SKIP] $NAME: systemd-analyze verify of the /usr/local units not run: systemd-analyze is missing (Debian package systemd; make deb-check verifies the package's)" >&2
+    verified=""
+fi
 mk uninstall DESTDIR="$D"
 got=$(files "$D")
 [ "$got" = "etc/faketcp/mine.conf" ] || fail "after make uninstall: $(echo $got) (want only etc/faketcp/mine.conf)"
@@ -99,7 +113,7 @@ grep -q '^\.I /usr/share/doc/faketcp/examples/example.conf$' "$D/usr/share/man/m
 # --- 3. as root without DESTDIR: setcap ----------------------------------------------
 if [ "$(id -u)" != 0 ]; then
     echo "[SKIP] $NAME: the setcap path of make install (root without DESTDIR) not checked: needs root" >&2
-    echo "[ OK ] $NAME: DESTDIR and PREFIX=/usr installs and uninstalls as expected (setcap path skipped, see above)"
+    echo "[ OK ] $NAME: DESTDIR and PREFIX=/usr installs and uninstalls as expected$verified (setcap path skipped, see above)"
     exit 0
 fi
 P=$WORK/prefix
@@ -119,4 +133,4 @@ grep -q "no-such-setcap-ftc not found (Debian package libcap2-bin)" "$WORK/make.
 caps=$(PATH="$PATH:/usr/sbin:/sbin" getcap "$P/usr/local/bin/faketcp")
 [ -z "$caps" ] || fail "make install without setcap: the binary has capabilities '$caps'"
 
-echo "[ OK ] $NAME: DESTDIR, PREFIX=/usr and root (setcap, and setcap missing) installs; uninstall leaves only the user's config"
+echo "[ OK ] $NAME: DESTDIR, PREFIX=/usr and root (setcap, and setcap missing) installs$verified; uninstall leaves only the user's config"
