@@ -61,7 +61,7 @@ FUZZ_TARGETS := $(patsubst test/fuzz/%.cpp,%,$(wildcard test/fuzz/fuzz_*.cpp))
 FUZZ_FLAGS := -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 
 .PHONY: check-cxx fuzz all test unit-test vendor-check readme-example netns-test demo sanitize deps clean check-doctest
-.PHONY: install uninstall deb deb-check man-check install-check check-deb-tools
+.PHONY: install uninstall deb deb-check man-check install-check check-deb-tools check-version
 
 all: $(BUILD)/faketcp $(BUILD)/unit_tests
 
@@ -296,7 +296,7 @@ DIST_SUBST = sed -e 's|@VERSION@|$(VERSION)|g' -e 's|@bindir@|$(BINDIR)|g' \
 $(BUILD)/faketcp.8: demo/dist/faketcp.8.in demo/options.h | $(BUILD)
 	$(DIST_SUBST) $< > $@
 
-install: $(INSTALL_BIN)
+install: $(INSTALL_BIN) | check-version
 	install -d "$(DESTDIR)$(BINDIR)" "$(DESTDIR)$(MANDIR)/man8" "$(DESTDIR)$(DOCDIR)/examples" \
 	  "$(DESTDIR)$(UNITDIR)/faketcp-client@.service.d" "$(DESTDIR)$(UNITDIR)/faketcp-server@.service.d"
 	mkdir -p "$(DESTDIR)$(SYSCONFDIR)/faketcp"
@@ -364,6 +364,9 @@ DEB_CHANGELOG := demo/dist/debian/changelog
 # The file name: faketcp_<upstream>-<revision>_<arch>.deb (read when make deb runs).
 deb_file = faketcp_$$(dpkg-parsechangelog -l $(DEB_CHANGELOG) -S Version)_$$(dpkg --print-architecture).deb
 
+check-version:
+	@[ -n "$(VERSION)" ] || { echo "make: cannot read the version (constexpr const char* kVersion = \"...\";) from demo/options.h" >&2; exit 1; }
+
 check-deb-tools:
 	@missing=""; for t in dpkg-deb dpkg-buildflags dpkg-shlibdeps dpkg-gencontrol dpkg-parsechangelog strip gzip; do \
 	  command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
@@ -377,7 +380,7 @@ $(BUILD)/deb-bin/%.o: %.cpp $(DEMO_HDRS) $(LIB_HDRS) | check-deb-tools check-cxx
 $(DEB_BIN): $(DEB_OBJS)
 	$(CXX) $(call deb_flags,CXXFLAGS) -o $@ $(DEB_OBJS) $(call deb_flags,LDFLAGS)
 
-deb: $(DEB_BIN) | check-deb-tools
+deb: $(DEB_BIN) | check-deb-tools check-version
 	@ver=$$(dpkg-parsechangelog -l $(DEB_CHANGELOG) -S Version) || exit 1; \
 	case "$$ver" in "$(VERSION)"-[0-9]*) ;; \
 	  *) echo "make deb: $(DEB_CHANGELOG)'s top entry is $$ver, but kVersion in demo/options.h is" \
