@@ -17,22 +17,29 @@ need_root
 need_binary
 TOPO_BARE_ENDS=1
 need_tool iptables ip6tables
+if [ -n "${FTC_NO_NFT:-}" ]; then
+    # the directory of the PATH without nft (filled below, after the topology's
+    # own nft): deferred before the topology, so it goes after the namespaces
+    nonft=$(mktemp -d /tmp/ftc-nonft-path.XXXXXX) || fail "mktemp"
+    defer "rm -rf '$nonft'"
+fi
 topo_up
 
 BACKEND=nft
 if [ -n "${FTC_NO_NFT:-}" ]; then
     BACKEND=iptables
-    # A PATH of symlinks to everything in the usual bin dirs but nft.
-    mkdir -p "$WORK/path"
+    # A PATH of symlinks to everything in the usual bin dirs but nft, in a
+    # directory the server running as nobody can read too.
+    chmod 755 "$nonft"
     for d in /usr/local/sbin /usr/local/bin /usr/sbin /usr/bin /sbin /bin; do
         [ -d "$d" ] || continue
         # one ln per directory (a fork per file took a minute); names already
         # linked from an earlier directory are kept, as PATH order would
-        ln -s "$d"/* "$WORK/path/" 2>/dev/null || true
+        ln -s "$d"/* "$nonft/" 2>/dev/null || true
     done
-    rm -f "$WORK/path/nft"
-    [ ! -e "$WORK/path/nft" ] && [ -e "$WORK/path/iptables" ] || fail "building the PATH without nft"
-    export PATH="$WORK/path"
+    rm -f "$nonft/nft"
+    [ ! -e "$nonft/nft" ] && [ -e "$nonft/iptables" ] || fail "building the PATH without nft"
+    export PATH="$nonft"
 fi
 
 # rules_present NS TUN: the rules of that TUN exist in NS.
@@ -57,16 +64,25 @@ echo_both() { echo4 ""; echo6 ""; }
 # start_server_as_unit VAR LOGNAME ARGS...: start_server, but as the systemd units
 # run faketcp: user nobody, CAP_NET_ADMIN the only capability (inheritable,
 # ambient, bounding), no_new_privs. A copy of the binary in a directory nobody
-# can reach (the checkout may sit under /root).
+# can reach (the checkout may sit under /root). The units rely on /dev/net/tun
+# being mode 0666, Debian's default; where it is not (some containers), the
+# process gets a 0666 node of the same device in a private mount namespace.
 start_server_as_unit() {
     local var=$1 name=$2
     shift 2
-    local dir
+    local dir tun_dev=()
     dir=$(mktemp -d /tmp/ftc-unit-bin.XXXXXX) || fail "mktemp"
     defer "rm -rf '$dir'"
     chmod 755 "$dir" && cp "$FAKETCP" "$dir/faketcp" && chmod 755 "$dir/faketcp" || fail "copying $FAKETCP to $dir"
-    bg "$var" "$NS_S" "$name" setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all,+net_admin \
-        --ambient-caps=-all,+net_admin --bounding-set=-all,+net_admin --no-new-privs \
+    if [ "$(stat -c %a /dev/net/tun)" != 666 ]; then
+        note "/dev/net/tun is mode $(stat -c %a /dev/net/tun) here: the server gets a 0666 node in its own mount namespace"
+        mkdir "$dir/dev" || fail "mkdir $dir/dev"
+        tun_dev=(unshare --mount --propagation private sh -c 'mount -t tmpfs -o mode=755 ftc-dev "$1" &&
+            mknod -m 666 "$1/tun" c "$2" "$3" && mount --bind "$1/tun" /dev/net/tun && shift 3 && exec "$@"' sh
+            "$dir/dev" "$((16#$(stat -c %t /dev/net/tun)))" "$((16#$(stat -c %T /dev/net/tun)))")
+    fi
+    bg "$var" "$NS_S" "$name" "${tun_dev[@]}" setpriv --reuid=65534 --regid=65534 --clear-groups \
+        --inh-caps=-all,+net_admin --ambient-caps=-all,+net_admin --bounding-set=-all,+net_admin --no-new-privs \
         "$dir/faketcp" server --local "$PUB_PORT" --tun "$TUN_S" "$@"
     local pid=${!var}
     wait_for 10 _ready_or_dead "$pid" "$WORK/$name.log" || fail "$name did not print 'ready' within 10 s"
