@@ -310,6 +310,13 @@ enum class RxChecksum : uint8_t {
     kernel_verified,
 };
 
+// What an output packet's TCP checksum field holds (Stack::tx_checksum_partial,
+// TunBatch::add_tx).
+enum class TxChecksum : uint8_t {
+    complete,  // the full sum: correct on any wire
+    partial,   // the folded pseudo-header sum only (CHECKSUM_PARTIAL): the device completes it
+};
+
 // What the stack's segments look like on the wire (README, "Wire format").
 enum class Profile : uint8_t {
     // phantun's fake-tcp: ISN 0, SYN options NOP + window scale 14, window
@@ -573,6 +580,11 @@ size_t gso_run(const ByteView* packets, size_t count);
 // super-packet is these bytes followed by each packet's payload, i.e. its
 // bytes from (returned length - kVnetHdrLen) on: a gather write needs no copy.
 size_t gso_header(const ByteView* packets, size_t run, uint8_t* out);
+
+// The vnet header (kVnetHdrLen bytes into `out`) of `packet` written alone:
+// all zero, or for a partial TCP checksum {kNeedsCsum, csum_start = IP header
+// length, csum_offset = 16} so that the kernel completes it.
+void plain_header(ByteView packet, TxChecksum checksum, uint8_t* out);
 
 // gso_header() and the payloads, contiguous in `out`. Returns the size, or 0
 // when gso_header() refuses or `cap` is too small.
