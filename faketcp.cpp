@@ -2927,36 +2927,18 @@ Status Reactor::run_once(Duration max_wait) {
 
 // ===========================================================================
 // 7. StackDriver: TUN reads -> Stack -> events -> application; tx -> TUN.
+// The glue: batches and offloads are the Tun's (tun.cpp, TunBatch), the
+// protocol the Stack's; this only moves packets between them and events out.
 // ===========================================================================
 
-namespace {
-// With offload, reads are packed one after another into rx_, each with room
-// for the largest super-packet the kernel hands over (gso_max_size, 64 KiB
-// unless an administrator raised it) after the vnet header.
-constexpr size_t kOffloadReadMax = offload::kVnetHdrLen + 65536;
-constexpr size_t kOffloadRxBytes = 4 * kOffloadReadMax;
-// Segments split from super-packets. One 64 KiB super-packet of small
-// segments can need more; it is then handed over in chunks.
-constexpr size_t kOffloadSegBytes = 2 * 65536;
-static_assert(kTxHeadroom >= offload::kVnetHdrLen, "a plain packet's vnet header goes in its headroom");
-}  // namespace
-
 StackDriver::StackDriver(Stack& stack, Tun& tun, StackHandler& handler)
-    : stack_(stack), tun_(tun), handler_(handler) {
-    // A vnet-header TUN completes TCP checksums itself (TUN_F_CSUM): the stack
+    : stack_(stack),
+      tun_(tun),
+      handler_(handler),
+      io_(tun, stack.config().mtu, stack.config().tx_queue_capacity) {
+    // An offload TUN completes TCP checksums itself (TUN_F_CSUM): the stack
     // need not sum the payload of data segments.
-    stack.set_tx_checksum_offload(tun.vnet_hdr_len() != 0);
-    if (tun.vnet_hdr_len() != 0) {
-        rx_.assign(kOffloadRxBytes, 0);
-        seg_.assign(kOffloadSegBytes, 0);
-        tx_views_.assign(stack.config().tx_queue_capacity, ByteView());
-        tx_order_.assign(stack.config().tx_queue_capacity, 0);
-        grouper_ = offload::FlowGrouper(stack.config().tx_queue_capacity);
-        gso_tx_ = true;
-        return;
-    }
-    rx_stride_ = (size_t{stack.config().mtu} + 63) & ~size_t{63};
-    rx_.assign(rx_stride_ * kReadBatch, 0);
+    stack.set_tx_checksum_offload(tun.offload());
 }
 
 Status StackDriver::attach(Reactor& reactor) {
@@ -2993,93 +2975,26 @@ void StackDriver::detach(Reactor& reactor) {
     reactor.remove_handler(*this);
 }
 
-void StackDriver::on_readable(int fd, TimePoint now) {
-    size_t queue = 0;
-    while (queue < tun_.queue_count() && tun_.fd(queue) != fd) ++queue;
-    if (queue == tun_.queue_count()) return;
-    if (own_queue_ != kAllQueues && queue != own_queue_) return;  // not ours: another thread reads it
-    if (tun_.vnet_hdr_len() != 0) {
-        read_offload(queue, now);
-        return;
-    }
-    // A few batches per wakeup, then yield to the other fds (level-triggered
-    // epoll brings us back if more is pending).
-    for (int round = 0; round < 4; ++round) {
-        size_t got = 0;
-        for (; got < kReadBatch; ++got) {
-            uint8_t* buf = rx_.data() + got * rx_stride_;
-            long n = tun_.read(queue, buf, rx_stride_);
-            if (n < 0) {
-                if (n != -EAGAIN && n != -EINTR) ++tun_read_errors_;
-                break;
-            }
-            stack_.on_packet(ByteView(buf, static_cast<size_t>(n)), now);
-            if (stack_.tx_full()) flush();
-        }
-        // Datagram events point into rx_: deliver them before reusing it.
-        dispatch_events();
-        if (got < kReadBatch) return;
-    }
+size_t StackDriver::queue_of(int fd) const {
+    for (size_t q = 0; q < tun_.queue_count(); ++q)
+        if (tun_.fd(q) == fd) return own_queue_ == kAllQueues || own_queue_ == q ? q : kNoQueue;
+    return kNoQueue;
 }
 
-// The offload twin of the loop above. Reads are packed into rx_ and
-// super-packets split into seg_; datagram events point into both, so pending
-// events are dispatched before either is reused from its start. The
-// super-packet being split stays put in rx_ meanwhile.
-void StackDriver::read_offload(size_t queue, TimePoint now) {
-    for (int round = 0; round < 4; ++round) {
-        size_t rx_used = 0;
-        size_t seg_used = 0;
-        size_t got = 0;
-        for (; got < kReadBatch; ++got) {
-            if (rx_.size() - rx_used < kOffloadReadMax) {
-                dispatch_events();
-                rx_used = seg_used = 0;
-            }
-            uint8_t* buf = rx_.data() + rx_used;
-            const long n = tun_.read(queue, buf, kOffloadReadMax);
-            if (n < 0) {
-                if (n != -EAGAIN && n != -EINTR) ++tun_read_errors_;
-                break;
-            }
-            rx_used += static_cast<size_t>(n);
-            // What the kernel vouched for reaches the Stack without a TCP
-            // checksum computed or verified (faketcp.h, RxChecksum); a read
-            // without offload metadata is verified in full as before.
-            const offload::RxPacket rx =
-                offload::parse_rx(buf, static_cast<size_t>(n), offload::TcpChecksumFill::leave);
-            switch (rx.kind) {
-                case offload::RxPacket::Kind::drop:
-                    ++offload_stats_.rx_drops[static_cast<size_t>(rx.drop)];
-                    break;
-                case offload::RxPacket::Kind::plain:
-                    if (rx.checksummed) ++offload_stats_.partial_csum_reads;
-                    if (rx.checksum == RxChecksum::kernel_verified) ++offload_stats_.csum_trusted;
-                    stack_.on_packet(rx.packet, now, rx.checksum);
-                    break;
-                case offload::RxPacket::Kind::segments:
-                    ++offload_stats_.gro_reads;
-                    offload_stats_.gro_segments += rx.count;
-                    offload_stats_.csum_trusted += rx.count;
-                    for (size_t i = 0; i < rx.count; ++i) {
-                        const size_t size = rx.segment_size(i);
-                        if (seg_.size() - seg_used < size) {
-                            dispatch_events();  // events point into seg_: deliver before reuse
-                            seg_used = 0;
-                        }
-                        uint8_t* out = seg_.data() + seg_used;
-                        offload::rx_segment(rx, i, out, offload::TcpChecksumFill::leave);
-                        seg_used += size;
-                        stack_.on_packet(ByteView(out, size), now, rx.checksum);
-                        if (stack_.tx_full()) flush();
-                    }
-                    break;
-            }
+void StackDriver::on_readable(int fd, TimePoint now) {
+    const size_t queue = queue_of(fd);
+    if (queue == kNoQueue) return;  // not ours: another thread reads it
+    // A few batches, then yield to the other fds (level-triggered epoll
+    // brings us back if more is pending).
+    size_t budget = kReadsPerWakeup;
+    do {
+        budget -= tun_.read(queue, io_, budget);
+        for (size_t i = 0; i < io_.rx_count(); ++i) {
+            stack_.on_packet(io_.rx_packet(i), now, io_.rx_checksum(i));
             if (stack_.tx_full()) flush();
         }
-        dispatch_events();
-        if (got < kReadBatch) return;
-    }
+        dispatch_events();  // datagram events point into io_: deliver them before it is reused
+    } while (io_.rx_more());
 }
 
 void StackDriver::dispatch_events() {
@@ -3120,80 +3035,12 @@ Result<ConnId> StackDriver::connect(const Endpoint& remote, TimePoint now) {
 }
 
 void StackDriver::flush() {
-    size_t n = stack_.tx_count();
-    if (tun_.vnet_hdr_len() != 0) {
-        flush_offload(n);
-        stack_.tx_clear();
-        return;
+    for (size_t i = 0; i < stack_.tx_count(); ++i) {
+        const TxChecksum sum = stack_.tx_checksum_partial(i) ? TxChecksum::partial : TxChecksum::complete;
+        io_.add_tx(stack_.tx_packet_mutable(i), stack_.tx_packet(i).size, sum);
     }
-    for (size_t i = 0; i < n; ++i) {
-        ByteView p = stack_.tx_packet(i);
-        long r = tun_.write(next_tx_queue_, p.data, p.size);
-        if (r < 0) ++tun_write_errors_;  // ENOBUFS/EAGAIN: the datagram is lost, as with UDP
-    }
+    tun_.write(next_tx_queue_, io_);
     stack_.tx_clear();
-}
-
-// Packet i alone, behind an all-zero vnet header written into its headroom.
-long StackDriver::write_plain_vnet(size_t i) {
-    uint8_t* hdr = stack_.tx_packet_mutable(i) - offload::kVnetHdrLen;
-    offload::VnetHdr v;
-    if (stack_.tx_checksum_partial(i)) {  // the kernel (or the NIC) completes the sum
-        const bool v4 = (stack_.tx_packet(i).data[0] >> 4) == 4;
-        v.flags = offload::kNeedsCsum;
-        v.csum_start = static_cast<uint16_t>(v4 ? kIpv4HeaderLen : kIpv6HeaderLen);
-        v.csum_offset = static_cast<uint16_t>(kTcpChecksum);
-    }
-    offload::encode(v, hdr);
-    return tun_.write(next_tx_queue_, hdr, offload::kVnetHdrLen + stack_.tx_packet(i).size);
-}
-
-// Runs of equal-size consecutive segments go out as one super-packet: a
-// gather write of the GSO header and the payloads where the Stack queued
-// them, so nothing is copied. The rest goes out alone.
-void StackDriver::flush_offload(size_t count) {
-    if (tx_views_.size() < count) {  // only if the queue outgrew its config
-        tx_views_.resize(count);
-        tx_order_.resize(count);
-    }
-    for (size_t i = 0; i < count; ++i) tx_views_[i] = stack_.tx_packet(i);
-    if (gso_tx_ && count > 2) {
-        grouper_.group(tx_views_.data(), count, tx_order_.data());
-        for (size_t k = 0; k < count; ++k) tx_views_[k] = stack_.tx_packet(tx_order_[k]);
-    } else {
-        for (size_t k = 0; k < count; ++k) tx_order_[k] = static_cast<uint32_t>(k);
-    }
-    std::array<ByteView, offload::kMaxGsoSegments + 1> parts;
-    size_t i = 0;
-    while (i < count) {
-        const size_t run = gso_tx_ ? offload::gso_run(&tx_views_[i], count - i) : 1;
-        const size_t hl = run >= 2 ? offload::gso_header(&tx_views_[i], run, gso_hdr_.data()) : 0;
-        if (hl == 0) {
-            if (write_plain_vnet(tx_order_[i]) < 0) ++tun_write_errors_;
-            ++i;
-            continue;
-        }
-        const size_t skip = hl - offload::kVnetHdrLen;  // IP + TCP header, the same in every packet
-        parts[0] = ByteView(gso_hdr_.data(), hl);
-        for (size_t k = 0; k < run; ++k) {
-            const ByteView& p = tx_views_[i + k];
-            parts[k + 1] = ByteView(p.data + skip, p.size - skip);
-        }
-        const long r = tun_.writev(next_tx_queue_, parts.data(), run + 1);
-        if (r == -EINVAL) {
-            // This kernel refuses our super-packets: one by one from now on.
-            ++offload_stats_.gso_rejected;
-            gso_tx_ = false;
-            for (size_t k = 0; k < run; ++k)
-                if (write_plain_vnet(tx_order_[i + k]) < 0) ++tun_write_errors_;
-        } else if (r < 0) {
-            tun_write_errors_ += run;  // ENOBUFS/EAGAIN: the run is lost, as with UDP
-        } else {
-            ++offload_stats_.gso_writes;
-            offload_stats_.gso_segments += run;
-        }
-        i += run;
-    }
 }
 
 std::optional<TimePoint> StackDriver::next_deadline() const { return stack_.next_deadline(); }
@@ -3203,7 +3050,12 @@ void StackDriver::on_deadline(TimePoint now) {
     dispatch_events();
 }
 
-void StackDriver::on_batch_end(TimePoint /*now*/) {
+// Timers that came due during the batch (a later handler's on_deadline may
+// have sent or closed at `now`; an own loop may call this alone) run before
+// the flush, so their packets leave with this batch.
+void StackDriver::on_batch_end(TimePoint now) {
+    const std::optional<TimePoint> due = stack_.next_deadline();
+    if (due && *due <= now) stack_.on_timer(now);
     dispatch_events();
     flush();
 }
