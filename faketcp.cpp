@@ -1078,6 +1078,42 @@ size_t RxPacket::segment_size(size_t i) const {
     return header_len + std::min(gso_size, payload - i * gso_size);
 }
 
+namespace {
+
+bool rx_reject(RxDrop d, RxDrop& why) {
+    why = d;
+    return false;
+}
+
+// The vnet header's own fields, before the packet is looked at.
+bool vnet_fields_ok(const VnetHdr& v, RxDrop& why) {
+    if (v.flags & ~(kNeedsCsum | kDataValid)) return rx_reject(RxDrop::vnet_bad_flags, why);
+    const uint8_t gso = v.gso_type & static_cast<uint8_t>(~kGsoEcn);
+    if (v.gso_type != kGsoNone && gso != kGsoTcpv4 && gso != kGsoTcpv6)
+        return rx_reject(RxDrop::vnet_bad_gso_type, why);
+    if (v.gso_type != kGsoNone && v.gso_size == 0) return rx_reject(RxDrop::vnet_bad_gso_size, why);
+    return true;
+}
+
+// A packet with offload metadata: its family must be the GSO type's, its
+// headers pass the checked view, and a partial checksum must be the TCP one.
+// Header lengths come from the packet; hdr_len is only the kernel's hint
+// about its linear part (wireguard-go: "don't trust hdrLen").
+bool offload_packet_ok(ByteView pkt, const VnetHdr& v, TcpPacketView& view, RxDrop& why) {
+    if (pkt.size == 0) return rx_reject(RxDrop::bad_ip_header, why);
+    const uint8_t gso = v.gso_type & static_cast<uint8_t>(~kGsoEcn);
+    const uint8_t version = pkt.data[0] >> 4;
+    if ((gso == kGsoTcpv4 && version != 4) || (gso == kGsoTcpv6 && version != 6))
+        return rx_reject(RxDrop::gso_family_mismatch, why);
+    HeaderFault fault;
+    if (!check_tcp_packet(pkt, Ipv4Checksum::verify, view, fault)) return rx_reject(rx_drop(fault), why);
+    if ((v.flags & kNeedsCsum) && (v.csum_start != view.ip_len || v.csum_offset != kTcpChecksum))
+        return rx_reject(RxDrop::vnet_bad_csum, why);
+    return true;
+}
+
+}  // namespace
+
 RxPacket parse_rx(uint8_t* buf, size_t len, TcpChecksumFill fill) {
     RxPacket rx;
     auto drop = [&rx](RxDrop why) {
@@ -1088,50 +1124,30 @@ RxPacket parse_rx(uint8_t* buf, size_t len, TcpChecksumFill fill) {
     if (buf == nullptr || len < kVnetHdrLen) return drop(RxDrop::vnet_truncated);
     const VnetHdr v = decode(buf);
     uint8_t* p = buf + kVnetHdrLen;
-    const size_t n = len - kVnetHdrLen;
-    rx.packet = ByteView(p, n);
-
-    if (v.flags & ~(kNeedsCsum | kDataValid)) return drop(RxDrop::vnet_bad_flags);
-    const uint8_t gso = v.gso_type & static_cast<uint8_t>(~kGsoEcn);
-    if (v.gso_type != kGsoNone && gso != kGsoTcpv4 && gso != kGsoTcpv6)
-        return drop(RxDrop::vnet_bad_gso_type);
-    const bool needs_csum = (v.flags & kNeedsCsum) != 0;
+    rx.packet = ByteView(p, len - kVnetHdrLen);
+    RxDrop why;
+    if (!vnet_fields_ok(v, why)) return drop(why);
     // Whatever the kernel vouched for (faketcp.h, RxChecksum): its DATA_VALID,
     // a partial sum, or GSO (only made of segments it verified or summed itself).
     if ((v.flags & (kDataValid | kNeedsCsum)) != 0 || v.gso_type != kGsoNone)
         rx.checksum = RxChecksum::kernel_verified;
-    if (v.gso_type == kGsoNone && !needs_csum) {
+    if (v.gso_type == kGsoNone && (v.flags & kNeedsCsum) == 0) {
         rx.kind = RxPacket::Kind::plain;  // nothing to do: the Stack checks the rest
         return rx;
     }
-    if (v.gso_type != kGsoNone && v.gso_size == 0) return drop(RxDrop::vnet_bad_gso_size);
-
-    // Header lengths come from the packet; hdr_len is only the kernel's hint
-    // about its linear part (wireguard-go: "don't trust hdrLen").
-    if (n == 0) return drop(RxDrop::bad_ip_header);
-    const uint8_t version = p[0] >> 4;
-    if ((gso == kGsoTcpv4 && version != 4) || (gso == kGsoTcpv6 && version != 6))
-        return drop(RxDrop::gso_family_mismatch);
     TcpPacketView view;
-    HeaderFault fault;
-    if (!check_tcp_packet(rx.packet, Ipv4Checksum::verify, view, fault)) return drop(rx_drop(fault));
-    const size_t ip_len = view.ip_len;
-    if (needs_csum && (v.csum_start != ip_len || v.csum_offset != kTcpChecksum))
-        return drop(RxDrop::vnet_bad_csum);
-
-    const size_t header_len = view.header_len();
-    const size_t payload = view.payload_len();
-    if (v.gso_type == kGsoNone || payload <= v.gso_size) {
+    if (!offload_packet_ok(rx.packet, v, view, why)) return drop(why);
+    if (v.gso_type == kGsoNone || view.payload_len() <= v.gso_size) {
         // One segment: complete its checksum here, in full, unless told not to.
-        if (fill == TcpChecksumFill::complete) write_tcp_checksum(p, ip_len, view.tcp_len(), TcpSum::full);
+        if (fill == TcpChecksumFill::complete) write_tcp_checksum(p, view.ip_len, view.tcp_len(), TcpSum::full);
         rx.kind = RxPacket::Kind::plain;
         rx.checksummed = true;
         return rx;
     }
     rx.kind = RxPacket::Kind::segments;
-    rx.header_len = header_len;
+    rx.header_len = view.header_len();
     rx.gso_size = v.gso_size;
-    rx.count = (payload + rx.gso_size - 1) / rx.gso_size;
+    rx.count = (view.payload_len() + rx.gso_size - 1) / rx.gso_size;
     return rx;
 }
 
