@@ -24,7 +24,7 @@
 # What it measures (progress on stderr; stdout gets the table, then ONE JSON line):
 #   1. knee: the highest offered rate with < 1 % loss, 64/512/1400-byte datagrams,
 #      1 and 16 flows (peers: 1400 B, 1 and 16 flows); BENCH_REPS repetitions (the
-#      paths' order rotates each repetition), medians. udpgen knee (2 sender threads):
+#      paths' order rotates each repetition), medians. udpgen knee (BENCH_GEN_THREADS senders):
 #      each probe is a 0.1 s warm-up plus BENCH_PROBE_S measured at a fixed rate,
 #      counted by the sink after the path drained; a flat-out probe, then x1.3 up /
 #      halving down to bracket, then bisection to 8 %; later repetitions start from
@@ -57,7 +57,8 @@
 # Knobs (environment): BENCH_REPS (3; knees move a lot between runs on a shared VM),
 # BENCH_PROBE_S (0.5 s per knee probe), BENCH_SCALE_FLOWS (10000), BENCH_KNEE_BUDGET_S
 # (200: later repetitions are skipped once the knee phase has run this long),
-# BENCH_SIZES ("64 512 1400"), PEERS ("phantun,udp2raw"), BENCH_WG_REPS (3),
+# BENCH_GEN_THREADS / BENCH_SINK_THREADS (sender threads of each knee probe, receiver
+# threads of the sink: a quarter of the CPUs each, at least 2 / 1), BENCH_SIZES ("64 512 1400"), PEERS ("phantun,udp2raw"), BENCH_WG_REPS (3),
 # BENCH_WG_SECS (3), BENCH_IDLE_S (30), BENCH_SKIP (phases to leave out, any of
 # "scale-queues rtt cpu wg idle alloc scale"),
 # BENCH_CLI_ARGS (extra flags for both faketcp processes, e.g. "--no-udp-offload"),
@@ -75,6 +76,11 @@ need_binary
 [ -f "$SHIM" ] || fail "$SHIM is missing (make build/alloccount.so)"
 
 REPS=${BENCH_REPS:-3}
+# The generator and the sink must not be what limits a many-core host: a quarter of
+# the CPUs each (the tunnel's two ends take one queue per CPU), at least 2 senders.
+NCPU=$(nproc)
+GEN_THREADS=${BENCH_GEN_THREADS:-$((NCPU / 4 > 2 ? NCPU / 4 : 2))}
+SINK_THREADS=${BENCH_SINK_THREADS:-$((NCPU / 4 > 1 ? NCPU / 4 : 1))}
 PROBE_S=${BENCH_PROBE_S:-0.5}
 SCALE_FLOWS=${BENCH_SCALE_FLOWS:-10000}
 KNEE_BUDGET_S=${BENCH_KNEE_BUDGET_S:-200}
@@ -248,11 +254,11 @@ mark_dead() {  # mark_dead PATH PHASE WHY
 
 topo_up
 find_peers
-say "topology up (suffix $SUF); $(nproc) CPUs, load $(loadavg), probes ${PROBE_S}s, $REPS repetitions," \
+say "topology up (suffix $SUF); $(nproc) CPUs, load $(loadavg), probes ${PROBE_S}s, $REPS repetitions, $GEN_THREADS sender and $SINK_THREADS sink threads," \
     "peers: ${PEER_LIST[*]:-none}${BENCH_CLI_ARGS:+, CLI flags: $BENCH_CLI_ARGS}${BENCH_GEN_ARGS:+, generator flags: $BENCH_GEN_ARGS}"
 
 step "start the sink and the tunnels"
-bg SINK "$NS_S" sink "$UDPGEN" sink --bind 0.0.0.0:7000 --ctl "$CTL" --ready "$WORK/sink.ready"
+bg SINK "$NS_S" sink "$UDPGEN" sink --bind 0.0.0.0:7000 --ctl "$CTL" --ready "$WORK/sink.ready" --threads "$SINK_THREADS"
 wait_for 5 test -e "$WORK/sink.ready" || fail "the sink did not start"
 start_server SRV server --remote 127.0.0.1:7000 "${CLI_ARGS[@]}"
 start_client CLI client --local "$TUNNEL_TARGET" --remote "$S_IP4:$PUB_PORT" "${CLI_ARGS[@]}"
@@ -337,7 +343,7 @@ knee_search() {
     local path=$1 size=$2 flows=$3 label=$4 hint=${5:-} extra=${6:-} out i0
     i0=$(router_invalid_drops)
     if ! out=$(on_bed "$path" gen 60 knee --target "${TARGET[$path]}" --size "$size" --flows "$flows" --sport-base "${SPORT[$path]}" \
-        --threads 2 --sink-ctl "$CTL" --probe-s "$PROBE_S" ${hint:+--hint "$hint"} --label "$label" \
+        --threads "$GEN_THREADS" --sink-ctl "$CTL" --probe-s "$PROBE_S" ${hint:+--hint "$hint"} --label "$label" \
         "${GEN_ARGS[@]}"); then
         case "$path" in direct | tunnel) fail "knee $label: $(tail -n 3 "$WORK/gen.log")" ;; esac
         out='{"knee_pps":0,"size":'$size',"flows":'$flows',"probes":[]}'
@@ -480,6 +486,34 @@ if ! skipped cpu; then
 fi
 
 # --- 4. WireGuard: TCP over wireguard-go over each path --------------------------------
+# largest_payload PATH: the largest UDP payload (bytes, 1200..1472) that crosses PATH
+# and comes back from the sink (3 echoed datagrams per size, one lost is fine); 0 when
+# not even 1200 B does. Needs the paths to forward to the sink.
+largest_payload() {
+    local path=$1 lo=1199 hi=1473 mid out
+    while ((hi - lo > 1)); do
+        mid=$(((lo + hi) / 2))
+        out=$(on_bed "$path" gen 10 ping --target "${TARGET[$path]}" --size "$mid" --count 3 --warmup 0 \
+            --timeout-ms 400) || out='{"lost":3}'
+        if [ "$(jnum lost "$out")" -lt 3 ]; then lo=$mid; else hi=$mid; fi
+    done
+    echo $((lo < 1200 ? 0 : lo))
+}
+# Each path runs WireGuard at the MTU a user of that tool would set: WireGuard's default
+# (1420) where it fits, else the largest whose packets (MTU + 32) the path carries
+# (measured while the paths still forward to the sink).
+declare -A WG_MTU
+probe_wg_mtus() {
+    local path payload
+    for path in "${PATHS[@]}"; do
+        usable "$path" || continue
+        payload=$(largest_payload "$path")
+        WG_MTU[$path]=$((payload - 32 < 1420 ? payload - 32 : 1420))
+        ((payload > 0)) || WG_MTU[$path]=0
+        result wg_mtu "\"path\":\"$path\",\"largest_payload\":$payload,\"mtu\":${WG_MTU[$path]}" '{}'
+        say "largest datagram over $path: $payload B -> WireGuard MTU ${WG_MTU[$path]}"
+    done
+}
 wg_phase() {
     command -v wireguard-go >/dev/null && command -v wg >/dev/null && command -v iperf3 >/dev/null || {
         say "SKIP WireGuard workload: needs wireguard-go, wg and iperf3 (make deps)"
@@ -517,7 +551,13 @@ wg_phase() {
         for path in "${order[@]}"; do
             usable "$path" || continue
             case "$path" in direct) ep="$S_IP4:51820" ;; *) ep=${TARGET[$path]} ;; esac
+            if [ "${WG_MTU[$path]:-0}" = 0 ]; then
+                result wg "\"path\":\"$path\",\"rep\":$rep,\"bed\":\"${BED[$path]:-strict}\",\"mbit\":0,\"why\":\"no 1200 B datagram crossed the path\"" '{}'
+                continue
+            fi
             ip netns exec "$NS_C" wg set "$WG_C" peer "$(cat "$WORK/wgpub-s")" endpoint "$ep"
+            ip -n "$NS_C" link set "$WG_C" mtu "${WG_MTU[$path]}"
+            ip -n "$NS_S" link set "$WG_S" mtu "${WG_MTU[$path]}"
             # A handshake over the new path first (the server roams to it with the first packet).
             udp "$NS_C" ping --host 10.99.0.2 --count 3 --wait 2 --min-ok 1 >/dev/null 2>&1
             out=$(on_bed "$path" timeout 20 ip netns exec "$NS_C" iperf3 -c 10.99.0.2 -p 5201 -t "$WG_SECS" -O 0.5 -J 2>&1)
@@ -530,7 +570,7 @@ except Exception:
             awk -v m="$mbit" 'BEGIN{exit !(m == 0)}' && why=$($PY -c 'import json,sys
 try:
     d = json.loads(sys.stdin.read())
-    print(d.get("error") or "iperf3 ran but no data arrived (full-size wg packets of 1452 B not carried?)")
+    print(d.get("error") or "iperf3 ran but no data arrived")
 except Exception as e:
     print("iperf3 printed no JSON")' <<<"$out")
             result wg "\"path\":\"$path\",\"rep\":$rep,\"bed\":\"${BED[$path]:-strict}\",\"mbit\":$mbit,\"why\":\"$(jstr "$why")\"" '{}'
@@ -540,6 +580,7 @@ except Exception as e:
 }
 if ! skipped wg; then
     step "WireGuard workload"
+    probe_wg_mtus
     # The tunnels' servers forward to the wg port instead of the sink.
     TUNNEL_REMOTE=127.0.0.1:51820 restart_tunnel wg
     prime_tunnel 22000 1
@@ -678,7 +719,7 @@ for n in "${PEER_LIST[@]}"; do
     result peer "\"path\":\"$n\",\"bin\":\"${PEER_BIN[$n]}\",\"bed\":\"${BED[$n]}\",\"collapsed\":\"$(jstr "${DEAD[$n]:-}")\"" '{}'
 done
 busy1=$(host_busy_pct)
-result host "\"busy_before_pct\":$busy0,\"busy_after_pct\":$busy1,\"load_before\":\"$load0\",\"load_after\":\"$(loadavg)\",\"date\":\"$(date -u +%Y-%m-%dT%H:%MZ)\",\"cpus\":$(nproc),\"cli_args\":\"${BENCH_CLI_ARGS:-}\",\"gen_args\":\"${BENCH_GEN_ARGS:-}\"" '{}'
+result host "\"busy_before_pct\":$busy0,\"busy_after_pct\":$busy1,\"load_before\":\"$load0\",\"load_after\":\"$(loadavg)\",\"date\":\"$(date -u +%Y-%m-%dT%H:%MZ)\",\"cpus\":$(nproc),\"gen_threads\":$GEN_THREADS,\"sink_threads\":$SINK_THREADS,\"cli_args\":\"${BENCH_CLI_ARGS:-}\",\"gen_args\":\"${BENCH_GEN_ARGS:-}\"" '{}'
 
 step "summary"
 $PY "$BENCH_DIR/summarize.py" "$RES" "$(elapsed)" || fail "summarize.py failed"

@@ -211,8 +211,10 @@ def main():
         out["allocs_server"] = r["server_allocs"]
 
     # --- WireGuard
-    wg, wg_why = {}, {}
+    wg, wg_why, wg_mtu = {}, {}, {}
     for r in rows:
+        if r["kind"] == "wg_mtu":
+            wg_mtu[r["path"]] = (r["mtu"], r["largest_payload"])
         if r["kind"] == "wg":
             wg.setdefault(r["path"], []).append(r["mbit"])
             if r.get("why"):
@@ -229,9 +231,13 @@ def main():
                 continue
             m = med(wg[path])
             name = "faketcp" if path == "tunnel" else path
-            p(f"   {name:>8}: {fmt(m)} Mbit/s (ratio {fmt(ratio(m, d), 2)}; each run: {', '.join(f'{x:.0f}' for x in wg[path])})"
-              + (f"; a failed run: {wg_why[path]}" if path in wg_why else ""))
+            mtu = (f"; WireGuard MTU {wg_mtu[path][0]}, largest datagram carried {wg_mtu[path][1]} B"
+                   if path in wg_mtu else "")
+            p(f"   {name:>8}: {fmt(m)} Mbit/s (ratio {fmt(ratio(m, d), 2)}; each run: {', '.join(f'{x:.0f}' for x in wg[path])}"
+              + f"{mtu})" + (f"; a failed run: {wg_why[path]}" if path in wg_why else ""))
             out[f"wg_mbit_{name}"] = m
+            if path in wg_mtu:
+                out[f"wg_mtu_{name}"] = wg_mtu[path][0]
 
     # --- idle
     idle = [r for r in rows if r["kind"] == "idle"]

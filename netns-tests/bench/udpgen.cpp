@@ -2,9 +2,10 @@
 //
 // One binary, five modes (all print one JSON summary line on stdout, progress on stderr):
 //
-//   udpgen sink  --bind IP:PORT --ctl PATH [--ready FILE] [--rcvbuf BYTES]
+//   udpgen sink  --bind IP:PORT --ctl PATH [--ready FILE] [--rcvbuf BYTES] [--threads T]
 //       Counts datagrams by the run id in their header; echoes those flagged ECHO
-//       back to their source. Answers "run N" on the UNIX stream socket PATH with
+//       back to their source. --threads T: T receiver threads, each with its own
+//       socket in one SO_REUSEPORT group (the kernel spreads the flows over them). Answers "run N" on the UNIX stream socket PATH with
 //       "N RECEIVED BYTES" (pathname UNIX sockets work across network namespaces).
 //   udpgen send  --target IP:PORT --size N [--rate PPS] [--flows N] [--sport-base P]
 //                (--duration S | --count N) [--warm-s S] [--echo] [--sink-ctl PATH]
@@ -53,6 +54,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <memory>
 #include <cinttypes>
 #include <cmath>
 #include <cstdarg>
@@ -843,20 +845,149 @@ int mode_flows(const Args& a) {
 }
 
 // --- mode: sink -------------------------------------------------------------------
+// One sink receiver: a socket (in an SO_REUSEPORT group when there are several) and
+// its thread's counters. Only the thread writes them; the main thread reads them for
+// the control socket and the progress line, so each is an atomic (relaxed: a reader
+// may see a count a few datagrams old, and the sender's query repeats until settled).
+struct SinkRunSlot {
+    std::atomic<uint32_t> run{0};
+    std::atomic<uint64_t> n{0}, bytes{0};
+};
+struct SinkReceiver {
+    int fd = -1;
+    std::vector<SinkRunSlot> runs = std::vector<SinkRunSlot>(1024);
+    std::atomic<uint64_t> total{0}, bytes{0}, echoed{0}, foreign{0};
+};
+
+int open_sink_socket(const Addr& bind_addr, const std::string& text, int rcvbuf, bool reuse_port) {
+    int fd = socket(bind_addr.family(), SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) die("socket: %s", std::strerror(errno));
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (reuse_port && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
+        die("SO_REUSEPORT: %s", std::strerror(errno));
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf) != 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    if (bind(fd, reinterpret_cast<const sockaddr*>(&bind_addr.ss), bind_addr.len) != 0)
+        die("bind %s: %s", text.c_str(), std::strerror(errno));
+    return fd;
+}
+
+// Counts one received datagram; true if it asks to be echoed.
+bool sink_count(SinkReceiver& r, const uint8_t* data, size_t len) {
+    r.total.fetch_add(1, std::memory_order_relaxed);
+    r.bytes.fetch_add(len, std::memory_order_relaxed);
+    Hdr h;
+    if (len < sizeof h) {
+        r.foreign.fetch_add(1, std::memory_order_relaxed);
+        return false;
+    }
+    std::memcpy(&h, data, sizeof h);
+    if (h.magic != kMagic) {
+        r.foreign.fetch_add(1, std::memory_order_relaxed);
+        return false;
+    }
+    if (!(h.flags & kFlagWarm)) {
+        SinkRunSlot& rs = r.runs[h.run % r.runs.size()];
+        if (rs.run.load(std::memory_order_relaxed) != h.run) {
+            rs.n.store(0, std::memory_order_relaxed);
+            rs.bytes.store(0, std::memory_order_relaxed);
+            rs.run.store(h.run, std::memory_order_release);
+        }
+        rs.n.fetch_add(1, std::memory_order_relaxed);
+        rs.bytes.fetch_add(len, std::memory_order_relaxed);
+    }
+    return (h.flags & kFlagEcho) != 0;
+}
+
+// A receiver thread: recvmmsg batches, counted, ECHO-flagged ones sent back.
+void sink_receive_loop(SinkReceiver& r, const volatile sig_atomic_t& stop) {
+    constexpr size_t kSlot = 65536;
+    std::vector<uint8_t> slots(kBatch * kSlot);
+    std::vector<iovec> iov(kBatch), echo_iov(kBatch);
+    std::vector<sockaddr_storage> names(kBatch);
+    std::vector<mmsghdr> msgs(kBatch), echo(kBatch);
+    pollfd pfd{r.fd, POLLIN, 0};
+    while (!stop) {
+        if (poll(&pfd, 1, 200) <= 0) continue;
+        for (int round = 0; round < 64; ++round) {
+            for (unsigned i = 0; i < kBatch; ++i) {
+                iov[i] = {&slots[i * kSlot], kSlot};
+                msgs[i] = {};
+                msgs[i].msg_hdr.msg_iov = &iov[i];
+                msgs[i].msg_hdr.msg_iovlen = 1;
+                msgs[i].msg_hdr.msg_name = &names[i];
+                msgs[i].msg_hdr.msg_namelen = sizeof names[i];
+            }
+            int n = recvmmsg(r.fd, msgs.data(), kBatch, MSG_DONTWAIT, nullptr);
+            if (n <= 0) break;
+            unsigned ne = 0;
+            for (int i = 0; i < n; ++i) {
+                const size_t len = msgs[size_t(i)].msg_len;
+                if (!sink_count(r, &slots[size_t(i) * kSlot], len)) continue;
+                echo_iov[ne] = {&slots[size_t(i) * kSlot], len};
+                echo[ne] = {};
+                echo[ne].msg_hdr.msg_iov = &echo_iov[ne];
+                echo[ne].msg_hdr.msg_iovlen = 1;
+                echo[ne].msg_hdr.msg_name = &names[size_t(i)];
+                echo[ne].msg_hdr.msg_namelen = msgs[size_t(i)].msg_hdr.msg_namelen;
+                ++ne;
+            }
+            for (unsigned off = 0; off < ne;) {
+                int sent = sendmmsg(r.fd, echo.data() + off, ne - off, MSG_DONTWAIT);
+                if (sent <= 0) {
+                    ++off;  // this one is lost (EAGAIN, or a refused peer): skip it
+                    continue;
+                }
+                off += unsigned(sent);
+                r.echoed.fetch_add(unsigned(sent), std::memory_order_relaxed);
+            }
+            if (n < int(kBatch)) break;
+        }
+    }
+}
+
+// "RUN RECEIVED BYTES\n" for a control request "run RUN", summed over the receivers.
+void sink_answer(int c, const std::vector<std::unique_ptr<SinkReceiver>>& receivers) {
+    pollfd cp{c, POLLIN, 0};
+    char req[64] = {};
+    if (poll(&cp, 1, 500) <= 0) return;
+    ssize_t got = read(c, req, sizeof req - 1);
+    unsigned run = 0;
+    if (got <= 0 || std::sscanf(req, "run %u", &run) != 1) return;
+    uint64_t n = 0, bytes = 0;
+    for (const auto& r : receivers) {
+        const SinkRunSlot& rs = r->runs[run % r->runs.size()];
+        if (rs.run.load(std::memory_order_acquire) != run) continue;
+        n += rs.n.load(std::memory_order_relaxed);
+        bytes += rs.bytes.load(std::memory_order_relaxed);
+    }
+    char out[96];
+    int m = std::snprintf(out, sizeof out, "%u %" PRIu64 " %" PRIu64 "\n", run, n, bytes);
+    ssize_t w = write(c, out, size_t(m));
+    (void)w;
+}
+
+uint64_t sink_sum(const std::vector<std::unique_ptr<SinkReceiver>>& receivers,
+                  std::atomic<uint64_t> SinkReceiver::*field) {
+    uint64_t sum = 0;
+    for (const auto& r : receivers) sum += ((*r).*field).load(std::memory_order_relaxed);
+    return sum;
+}
+
 int mode_sink(const Args& a) {
     if (!a.has("bind")) die("sink: --bind IP:PORT is required");
     const Addr bind_addr = parse_addr(a.str("bind"));
     const std::string ctl = a.str("ctl");
     if (ctl.empty()) die("sink: --ctl PATH is required");
-    int fd = socket(bind_addr.family(), SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0) die("socket: %s", std::strerror(errno));
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    int rcvbuf = int(a.num("rcvbuf", 4 << 20));
-    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf) != 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
-    if (bind(fd, reinterpret_cast<const sockaddr*>(&bind_addr.ss), bind_addr.len) != 0)
-        die("bind %s: %s", a.str("bind").c_str(), std::strerror(errno));
+    const int threads = int(a.num("threads", 1));
+    if (threads < 1 || threads > 64) die("sink: --threads must be 1..64");
+    const int rcvbuf = int(a.num("rcvbuf", 4 << 20));
+    std::vector<std::unique_ptr<SinkReceiver>> receivers;
+    for (int t = 0; t < threads; ++t) {
+        receivers.push_back(std::make_unique<SinkReceiver>());
+        receivers.back()->fd = open_sink_socket(bind_addr, a.str("bind"), rcvbuf, threads > 1);
+    }
 
     int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     sockaddr_un sun{};
@@ -874,124 +1005,51 @@ int mode_sink(const Args& a) {
     sigaction(SIGTERM, &sa, nullptr);
     sigaction(SIGINT, &sa, nullptr);
 
+    std::vector<std::thread> workers;
+    for (auto& r : receivers) workers.emplace_back(sink_receive_loop, std::ref(*r), std::cref(stop));
     if (a.has("ready")) {
         FILE* f = std::fopen(a.str("ready").c_str(), "w");
         if (f) std::fclose(f);
     }
 
-    struct RunSlot {
-        uint32_t run = 0;
-        uint64_t n = 0, bytes = 0;
-    };
-    std::vector<RunSlot> runs(1024);
-    constexpr size_t kSlot = 65536;
-    std::vector<uint8_t> slots(kBatch * kSlot);
-    std::vector<iovec> iov(kBatch);
-    std::vector<sockaddr_storage> names(kBatch);
-    std::vector<mmsghdr> msgs(kBatch), echo(kBatch);
-    std::vector<iovec> echo_iov(kBatch);
-    uint64_t total = 0, total_bytes = 0, echoed = 0, foreign = 0, last_total = 0;
     const bool quiet = a.has("quiet");
-    uint64_t next_report = now_ns() + 1000000000ull;
-    pollfd pfds[2] = {{fd, POLLIN, 0}, {lfd, POLLIN, 0}};
+    uint64_t last_total = 0, next_report = now_ns() + 1000000000ull;
+    pollfd pfd{lfd, POLLIN, 0};
     while (!stop) {
-        int pr = poll(pfds, 2, 200);
+        int pr = poll(&pfd, 1, 200);
         if (pr < 0 && errno != EINTR) die("poll: %s", std::strerror(errno));
-        if (pr > 0 && (pfds[0].revents & POLLIN)) {
-            for (int round = 0; round < 64; ++round) {
-                for (unsigned i = 0; i < kBatch; ++i) {
-                    iov[i] = {&slots[i * kSlot], kSlot};
-                    msgs[i] = {};
-                    msgs[i].msg_hdr.msg_iov = &iov[i];
-                    msgs[i].msg_hdr.msg_iovlen = 1;
-                    msgs[i].msg_hdr.msg_name = &names[i];
-                    msgs[i].msg_hdr.msg_namelen = sizeof names[i];
-                }
-                int n = recvmmsg(fd, msgs.data(), kBatch, MSG_DONTWAIT, nullptr);
-                if (n <= 0) break;
-                unsigned ne = 0;
-                for (int i = 0; i < n; ++i) {
-                    const size_t len = msgs[size_t(i)].msg_len;
-                    total++;
-                    total_bytes += len;
-                    Hdr h;
-                    if (len < sizeof h) {
-                        ++foreign;
-                        continue;
-                    }
-                    std::memcpy(&h, &slots[size_t(i) * kSlot], sizeof h);
-                    if (h.magic != kMagic) {
-                        ++foreign;
-                        continue;
-                    }
-                    if (!(h.flags & kFlagWarm)) {
-                        RunSlot& rs = runs[h.run % runs.size()];
-                        if (rs.run != h.run) rs = RunSlot{h.run, 0, 0};
-                        rs.n++;
-                        rs.bytes += len;
-                    }
-                    if (h.flags & kFlagEcho) {
-                        echo_iov[ne] = {&slots[size_t(i) * kSlot], len};
-                        echo[ne] = {};
-                        echo[ne].msg_hdr.msg_iov = &echo_iov[ne];
-                        echo[ne].msg_hdr.msg_iovlen = 1;
-                        echo[ne].msg_hdr.msg_name = &names[size_t(i)];
-                        echo[ne].msg_hdr.msg_namelen = msgs[size_t(i)].msg_hdr.msg_namelen;
-                        ++ne;
-                    }
-                }
-                for (unsigned off = 0; off < ne;) {
-                    int s = sendmmsg(fd, echo.data() + off, ne - off, MSG_DONTWAIT);
-                    if (s <= 0) {
-                        ++off;  // this one is lost (EAGAIN, or a refused peer): skip it
-                        continue;
-                    }
-                    off += unsigned(s);
-                    echoed += unsigned(s);
-                }
-                if (n < int(kBatch)) break;
-            }
-        }
-        if (pr > 0 && (pfds[1].revents & POLLIN)) {
+        if (pr > 0 && (pfd.revents & POLLIN)) {
             int c = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
             if (c >= 0) {
-                pollfd cp{c, POLLIN, 0};
-                char req[64] = {};
-                if (poll(&cp, 1, 500) > 0) {
-                    ssize_t r = read(c, req, sizeof req - 1);
-                    unsigned run = 0;
-                    if (r > 0 && std::sscanf(req, "run %u", &run) == 1) {
-                        const RunSlot& rs = runs[run % runs.size()];
-                        char out[96];
-                        int m = std::snprintf(out, sizeof out, "%u %" PRIu64 " %" PRIu64 "\n", run,
-                                              rs.run == run ? rs.n : 0, rs.run == run ? rs.bytes : 0);
-                        ssize_t w = write(c, out, size_t(m));
-                        (void)w;
-                    }
-                }
+                sink_answer(c, receivers);
                 close(c);
             }
         }
         const uint64_t t = now_ns();
         if (t >= next_report) {
+            const uint64_t total = sink_sum(receivers, &SinkReceiver::total);
             if (!quiet && total != last_total)
                 std::fprintf(stderr, "sink: rx %" PRIu64 " pps, total %" PRIu64 " (%" PRIu64 " B), echoed %" PRIu64
                                      ", foreign %" PRIu64 "\n",
-                             total - last_total, total, total_bytes, echoed, foreign);
+                             total - last_total, total, sink_sum(receivers, &SinkReceiver::bytes),
+                             sink_sum(receivers, &SinkReceiver::echoed), sink_sum(receivers, &SinkReceiver::foreign));
             last_total = total;
             next_report = t + 1000000000ull;
         }
     }
+    for (auto& w : workers) w.join();
     unlink(ctl.c_str());
-    std::printf("{\"mode\":\"sink\",\"received\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"echoed\":%" PRIu64
+    std::printf("{\"mode\":\"sink\",\"threads\":%d,\"received\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"echoed\":%" PRIu64
                 ",\"foreign\":%" PRIu64 "}\n",
-                total, total_bytes, echoed, foreign);
+                threads, sink_sum(receivers, &SinkReceiver::total), sink_sum(receivers, &SinkReceiver::bytes),
+                sink_sum(receivers, &SinkReceiver::echoed), sink_sum(receivers, &SinkReceiver::foreign));
+    for (auto& r : receivers) close(r->fd);
     return 0;
 }
 
 const char kUsage[] =
     "usage: udpgen sink|send|knee|ping|flows [--flag value ...]\n"
-    "  sink  --bind IP:PORT --ctl PATH [--ready FILE] [--rcvbuf BYTES] [--quiet]\n"
+    "  sink  --bind IP:PORT --ctl PATH [--ready FILE] [--rcvbuf BYTES] [--threads T] [--quiet]\n"
     "  send  --target IP:PORT --size N [--rate PPS] [--flows N] [--sport-base P]\n"
     "        (--duration S | --count N) [--warm-s S] [--echo] [--sink-ctl PATH] [--cpu-pids P,P]\n"
     "        [--threads T] [--gso]\n"
