@@ -882,8 +882,10 @@ public:
     size_t rx_count() const { return rx_count_; }
     ByteView rx_packet(size_t i) const { return rx_[i].packet; }
     RxChecksum rx_checksum(size_t i) const { return rx_[i].checksum; }  // for Stack::on_packet
-    // Call Tun::read() again now: it stopped with the batch full or a
-    // super-packet half split, not with the queue empty or `max_reads` done.
+    // Call Tun::read() again now (with what is left of the budget): the batch
+    // filled up before the queue ran empty or `max_reads` were made, or a
+    // super-packet is half split (finished by the next calls even with a
+    // budget of 0, so that no segment waits for the next wakeup).
     bool rx_more() const;
 
     // --- To send with the next Tun::write(). `data` has kTxHeadroom writable
