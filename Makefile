@@ -15,6 +15,15 @@
 #                     DEPS=fuzz or DEPS=profile for the other groups there)
 #   make fresh-check  (root) the README's two commands (make demo, make test) as a newcomer runs
 #                     them: in a minimal Debian 12 root (debootstrap), on a clone of HEAD
+#   make install      build/faketcp, faketcp(8), the systemd units and an example config under
+#                     PREFIX (/usr/local; BINDIR, MANDIR, DOCDIR, UNITDIR, SYSCONFDIR, DESTDIR
+#                     as usual); as root without DESTDIR also setcap cap_net_admin+ep
+#   make uninstall    removes exactly what make install put there (never a config file)
+#   make deb          faketcp_<version>_<arch>.deb here, with dpkg-deb (binary in /usr/bin)
+#   make deb-check    (root) make deb, then the package installed into a throw-away root:
+#                     its files, maintainer scripts, lintian, systemd-analyze verify, man -l
+#   make man-check    (in make test) faketcp(8) lists exactly --help's flags and renders cleanly
+#   make install-check (in make test) make install/uninstall into throw-away directories
 #   make clean
 #
 # CXX=clang++ works for every target (debug information is DWARF 4, which Debian 12's
@@ -52,6 +61,7 @@ FUZZ_TARGETS := $(patsubst test/fuzz/%.cpp,%,$(wildcard test/fuzz/fuzz_*.cpp))
 FUZZ_FLAGS := -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 
 .PHONY: check-cxx fuzz all test unit-test vendor-check readme-example netns-test demo sanitize deps clean check-doctest
+.PHONY: install uninstall deb deb-check man-check install-check check-deb-tools check-version
 
 all: $(BUILD)/faketcp $(BUILD)/unit_tests
 
@@ -130,7 +140,7 @@ readme-example: | $(BUILD)
 sanitize: $(BUILD)/unit_tests_san
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 $(BUILD)/unit_tests_san
 
-test: unit-test vendor-check readme-example
+test: unit-test vendor-check readme-example man-check install-check
 ifeq ($(IS_ROOT),yes)
 	$(MAKE) --no-print-directory netns-test
 else
@@ -260,5 +270,146 @@ fresh-check:
 	@if [ "$(IS_ROOT)" != yes ]; then echo "make fresh-check needs root (debootstrap, chroot, mounts): run 'sudo make fresh-check'" >&2; exit 1; fi
 	bash .ci/fresh-check.sh
 
+# --- install, uninstall, the Debian package ------------------------------------------
+# The version has one home: kVersion in demo/options.h, which --version prints. The
+# package's Debian revision comes from demo/dist/debian/changelog, whose top entry must
+# carry the same upstream version (make deb refuses otherwise).
+VERSION    := $(shell sed -n 's/^constexpr const char\* kVersion = "\([^"]*\)";.*/\1/p' demo/options.h)
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+MANDIR     ?= $(PREFIX)/share/man
+DOCDIR     ?= $(PREFIX)/share/doc/faketcp
+# Under /usr/local a unit directory systemd reads (systemd-analyze unit-paths).
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+# /etc whatever PREFIX: the units read /etc/faketcp/NAME.conf, as systemd's own files live in /etc.
+SYSCONFDIR ?= /etc
+SETCAP     ?= setcap
+# The binary make install copies: the normal build, or make deb's hardened one.
+INSTALL_BIN ?= $(BUILD)/faketcp
+UNIT_NAMES := faketcp-client@.service faketcp-server@.service
+
+# The templates (*.in) with the installed paths and the version filled in.
+DIST_SUBST = sed -e 's|@VERSION@|$(VERSION)|g' -e 's|@bindir@|$(BINDIR)|g' \
+                 -e 's|@sysconfdir@|$(SYSCONFDIR)|g' -e 's|@docdir@|$(DOCDIR)|g'
+
+# The man page as make install writes it with the default paths (what man-check reads).
+$(BUILD)/faketcp.8: demo/dist/faketcp.8.in demo/options.h | $(BUILD)
+	$(DIST_SUBST) $< > $@
+
+install: $(INSTALL_BIN) | check-version
+	install -d "$(DESTDIR)$(BINDIR)" "$(DESTDIR)$(MANDIR)/man8" "$(DESTDIR)$(DOCDIR)/examples" \
+	  "$(DESTDIR)$(UNITDIR)/faketcp-client@.service.d" "$(DESTDIR)$(UNITDIR)/faketcp-server@.service.d"
+	mkdir -p "$(DESTDIR)$(SYSCONFDIR)/faketcp"
+	install -m 755 $(INSTALL_BIN) "$(DESTDIR)$(BINDIR)/faketcp"
+	$(DIST_SUBST) demo/dist/faketcp.8.in > "$(DESTDIR)$(MANDIR)/man8/faketcp.8"
+	$(DIST_SUBST) demo/dist/faketcp-client@.service.in > "$(DESTDIR)$(UNITDIR)/faketcp-client@.service"
+	$(DIST_SUBST) demo/dist/faketcp-server@.service.in > "$(DESTDIR)$(UNITDIR)/faketcp-server@.service"
+	chmod 644 "$(DESTDIR)$(MANDIR)/man8/faketcp.8" $(foreach u,$(UNIT_NAMES),"$(DESTDIR)$(UNITDIR)/$(u)")
+	install -m 644 demo/dist/faketcp-auto-rules.conf "$(DESTDIR)$(UNITDIR)/faketcp-client@.service.d/auto-rules.conf"
+	install -m 644 demo/dist/faketcp-auto-rules.conf "$(DESTDIR)$(UNITDIR)/faketcp-server@.service.d/auto-rules.conf"
+	install -m 644 demo/dist/example.conf "$(DESTDIR)$(DOCDIR)/examples/example.conf"
+ifeq ($(DESTDIR),)
+ifeq ($(IS_ROOT),yes)
+	@if ! PATH="$$PATH:/usr/sbin:/sbin" command -v $(SETCAP) >/dev/null 2>&1; then \
+	  echo "make install: $(SETCAP) not found (Debian package libcap2-bin): $(BINDIR)/faketcp was installed" \
+	       "without CAP_NET_ADMIN. Run 'sudo apt-get install libcap2-bin && sudo setcap cap_net_admin+ep" \
+	       "$(BINDIR)/faketcp', or run it as root or through the systemd units (they do not need it)" >&2; \
+	elif PATH="$$PATH:/usr/sbin:/sbin" $(SETCAP) cap_net_admin+ep "$(BINDIR)/faketcp"; then \
+	  echo "make install: granted cap_net_admin to $(BINDIR)/faketcp (setcap cap_net_admin+ep)"; \
+	else \
+	  echo "make install: 'setcap cap_net_admin+ep $(BINDIR)/faketcp' failed (a file system without" \
+	       "extended attributes?): run faketcp as root or through the systemd units (they do not need it)" >&2; \
+	fi
+else
+	@echo "make install: not root, so no setcap: run 'sudo setcap cap_net_admin+ep $(BINDIR)/faketcp'" \
+	      "to let users run faketcp (the systemd units do not need it)"
+endif
+	@if [ -d /run/systemd/system ]; then echo "make install: run 'systemctl daemon-reload' to load the units"; fi
+endif
+
+# Only what make install wrote, and its directories when they are left empty: a config
+# file in SYSCONFDIR/faketcp (and the directory holding it) stays.
+uninstall:
+	rm -f "$(DESTDIR)$(BINDIR)/faketcp" "$(DESTDIR)$(MANDIR)/man8/faketcp.8" \
+	  $(foreach u,$(UNIT_NAMES),"$(DESTDIR)$(UNITDIR)/$(u)" "$(DESTDIR)$(UNITDIR)/$(u).d/auto-rules.conf") \
+	  "$(DESTDIR)$(DOCDIR)/examples/example.conf"
+	@for d in $(foreach u,$(UNIT_NAMES),"$(DESTDIR)$(UNITDIR)/$(u).d") "$(DESTDIR)$(DOCDIR)/examples" \
+	          "$(DESTDIR)$(DOCDIR)" "$(DESTDIR)$(SYSCONFDIR)/faketcp"; do \
+	  [ ! -d "$$d" ] || rmdir --ignore-fail-on-non-empty "$$d"; \
+	done
+	@if [ -d "$(DESTDIR)$(SYSCONFDIR)/faketcp" ]; then \
+	  echo "make uninstall: kept $(DESTDIR)$(SYSCONFDIR)/faketcp and the config files in it"; fi
+
+# faketcp(8) against --help (every flag, value name and default, both ways) and
+# rendered by man and groff without a warning.
+man-check: $(BUILD)/faketcp $(BUILD)/faketcp.8
+	@if [ "$(IS_ROOT)" = yes ]; then $(MAKE) --no-print-directory deps; fi
+	@if [ ! -x /usr/bin/python3 ]; then echo "[SKIP] man-check: /usr/bin/python3 is missing (Debian package python3)" >&2; exit 0; fi; \
+	/usr/bin/python3 demo/dist/tests/check_man.py $(BUILD)/faketcp $(BUILD)/faketcp.8; rc=$$?; \
+	  [ $$rc = 77 ] && { echo "[SKIP] man-check: see above; 'sudo make deps' installs what it needs" >&2; rc=0; }; exit $$rc
+
+# make install and make uninstall into throw-away directories (as root also the setcap path).
+install-check: $(BUILD)/faketcp
+	@if [ "$(IS_ROOT)" = yes ]; then $(MAKE) --no-print-directory deps; fi
+	bash demo/dist/tests/install.sh "$(MAKE)" $(BUILD)
+
+# The package: the CLI built again with Debian's hardening flags (dpkg-buildflags), one
+# object per source so -j2 uses both cores; installed by make install into a staging
+# root, then dpkg-shlibdeps, dpkg-gencontrol and dpkg-deb.
+DEB_DIR      := $(BUILD)/deb
+DEB_BIN      := $(BUILD)/deb-bin/faketcp
+DEB_OBJS     := $(patsubst %.cpp,$(BUILD)/deb-bin/%.o,$(DEMO_SRCS) $(LIB_SRCS))
+deb_flags     = $(shell DEB_BUILD_MAINT_OPTIONS=hardening=+all dpkg-buildflags --get $(1))
+DEB_CHANGELOG := demo/dist/debian/changelog
+# The file name: faketcp_<upstream>-<revision>_<arch>.deb (read when make deb runs).
+deb_file = faketcp_$$(dpkg-parsechangelog -l $(DEB_CHANGELOG) -S Version)_$$(dpkg --print-architecture).deb
+
+check-version:
+	@[ -n "$(VERSION)" ] || { echo "make: cannot read the version (constexpr const char* kVersion = \"...\";) from demo/options.h" >&2; exit 1; }
+
+check-deb-tools:
+	@missing=""; for t in dpkg-deb dpkg-buildflags dpkg-shlibdeps dpkg-gencontrol dpkg-parsechangelog strip gzip; do \
+	  command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	[ -z "$$missing" ] || { echo "make deb: missing$$missing (Debian packages dpkg-dev, binutils, gzip):" \
+	  "run 'sudo apt-get install -y --no-install-recommends dpkg-dev binutils gzip'" >&2; exit 1; }
+
+$(BUILD)/deb-bin/%.o: %.cpp $(DEMO_HDRS) $(LIB_HDRS) | check-deb-tools check-cxx
+	@mkdir -p $(dir $@)
+	$(CXX) $(STD) $(WARN) $(call deb_flags,CPPFLAGS) $(call deb_flags,CXXFLAGS) -I. -c -o $@ $<
+
+$(DEB_BIN): $(DEB_OBJS)
+	$(CXX) $(call deb_flags,CXXFLAGS) -o $@ $(DEB_OBJS) $(call deb_flags,LDFLAGS)
+
+deb: $(DEB_BIN) | check-deb-tools check-version
+	@ver=$$(dpkg-parsechangelog -l $(DEB_CHANGELOG) -S Version) || exit 1; \
+	case "$$ver" in "$(VERSION)"-[0-9]*) ;; \
+	  *) echo "make deb: $(DEB_CHANGELOG)'s top entry is $$ver, but kVersion in demo/options.h is" \
+	          "$(VERSION): add an entry for $(VERSION)-1" >&2; exit 1;; esac
+	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/debian/faketcp/DEBIAN
+	@$(MAKE) --no-print-directory install DESTDIR=$(abspath $(DEB_DIR))/debian/faketcp PREFIX=/usr \
+	  UNITDIR=/lib/systemd/system SYSCONFDIR=/etc INSTALL_BIN=$(DEB_BIN) >/dev/null
+	cd $(DEB_DIR)/debian/faketcp && \
+	  strip --strip-unneeded --remove-section=.comment --remove-section=.note usr/bin/faketcp && \
+	  gzip -9n usr/share/man/man8/faketcp.8
+	install -m 644 demo/dist/debian/copyright $(DEB_DIR)/debian/faketcp/usr/share/doc/faketcp/copyright
+	gzip -9nc $(DEB_CHANGELOG) > $(DEB_DIR)/debian/faketcp/usr/share/doc/faketcp/changelog.Debian.gz
+	install -m 755 demo/dist/debian/postinst demo/dist/debian/prerm demo/dist/debian/postrm $(DEB_DIR)/debian/faketcp/DEBIAN/
+	cp demo/dist/debian/control $(DEB_DIR)/debian/control
+	cd $(DEB_DIR) && dpkg-shlibdeps -Tdebian/substvars debian/faketcp/usr/bin/faketcp
+	cd $(DEB_DIR) && dpkg-gencontrol -pfaketcp -l$(abspath $(DEB_CHANGELOG)) -Tdebian/substvars \
+	  -Pdebian/faketcp -fdebian/files
+	cd $(DEB_DIR)/debian/faketcp && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | LC_ALL=C sort -z \
+	  | xargs -0 md5sum > DEBIAN/md5sums && chmod 644 DEBIAN/md5sums
+	@f=$(deb_file); rm -f "$$f"; \
+	SOURCE_DATE_EPOCH=$$(dpkg-parsechangelog -l $(DEB_CHANGELOG) -S Timestamp) \
+	  dpkg-deb --root-owner-group -Zxz --build $(DEB_DIR)/debian/faketcp "$$f" && echo "make deb: built $$f"
+
+deb-check: deb
+	@if [ "$(IS_ROOT)" != yes ]; then echo "make deb-check needs root (it installs the package into a throw-away root with dpkg --root and runs its setcap): run 'sudo make deb-check'" >&2; exit 1; fi
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory deps DEPS=pkg
+	bash demo/dist/tests/deb.sh "$(deb_file)" "$(VERSION)"
+
 clean:
 	rm -rf $(BUILD)
+	rm -f faketcp_*.deb

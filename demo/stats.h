@@ -1,9 +1,14 @@
 // demo/stats.h — one worker's counters, as the main thread collects them for
-// the stats dump (demo/tunnel.cpp) and the metrics endpoint (demo/metrics.h).
+// the stats dump (log_stats, demo/stats.cpp) and the metrics endpoint
+// (demo/metrics.h).
 #pragma once
 
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <vector>
 
+#include "demo/options.h"
 #include "demo/udp.h"
 #include "faketcp.h"
 
@@ -31,5 +36,27 @@ struct Snapshot {
     uint64_t tun_read_errors = 0, tun_write_errors = 0;
     TunnelCounters tunnel;
 };
+
+// Adds `b` to `a` field by field. T must hold nothing but uint64_t counters
+// (arrays of them included). The assert catches most other fields: a
+// narrower integer or a bool leaves padding, and the size stops being a
+// multiple of 8 or the representation stops being unique.
+template <typename T>
+void add_counters(T& a, const T& b) {
+    static_assert(std::is_trivially_copyable_v<T> && std::has_unique_object_representations_v<T> &&
+                      sizeof(T) % sizeof(uint64_t) == 0,
+                  "add_counters sums uint64_t counters only");
+    constexpr size_t n = sizeof(T) / sizeof(uint64_t);
+    uint64_t x[n], y[n];
+    std::memcpy(x, &a, sizeof a);
+    std::memcpy(y, &b, sizeof b);
+    for (size_t i = 0; i < n; ++i) x[i] += y[i];
+    std::memcpy(&a, x, sizeof a);
+}
+
+// The statistics at info, summed over the workers, as one write so readers
+// never see half a dump: the stack's, the TUN's, the tunnel's own, then (with
+// several workers) each one's share. `when`: "" or " at exit", after "stats".
+void log_stats(Mode mode, const std::vector<Snapshot>& per_worker, bool tun_offload, const char* when);
 
 }  // namespace demo

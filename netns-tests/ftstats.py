@@ -5,7 +5,7 @@
   ftstats.py LOG --all     the last dump (stack + client/server lines) as JSON
   ftstats.py LOG --count   how many stack stats dumps the log holds
 
-The line it parses (demo/tunnel.cpp, TunnelBase::log_stats):
+The line it parses (demo/stats.cpp, log_stats):
   ... INFO stats[ at exit]: stack: packets in 5 (300 B) out 4 (200 B), datagrams in 2 (20 B)
   out 2 (20 B), connections open 1 half-open 0, handshakes ok 1 failed 0, RST sent 0 received 0,
   challenge ACKs 0, idle ACKs 0, SYN retransmits 0, pure ACKs in 1, keepalive probes 2 answered 1,

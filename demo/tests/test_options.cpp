@@ -215,3 +215,35 @@ TEST_CASE("options: defaults per role come from the table") {
     REQUIRE(r.kind == ParseResult::run);
     CHECK(r.options.max_half_open == 10);  // the default half-open limit follows a smaller table
 }
+
+// demo/dist/example.conf is installed as the users' starting point (make install,
+// the Debian package): its server half as written, and its client half once
+// uncommented, must start. Read relative to the repository root, where make runs
+// the unit tests.
+TEST_CASE("options: the shipped example config starts a server, and its commented client half a client") {
+    std::ifstream in("demo/dist/example.conf", std::ios::binary);
+    REQUIRE_MESSAGE(in.good(), "demo/dist/example.conf not found: run the unit tests from the repository root");
+    std::string line, server, client;
+    bool in_client = false;
+    while (std::getline(in, line)) {
+        if (line.rfind("# --- a client", 0) == 0) in_client = true;
+        server += line + "\n";
+        if (in_client && line.rfind("# ", 0) == 0 && line.rfind("# ---", 0) != 0 && line.size() > 2 &&
+            line[2] >= 'a' && line[2] <= 'z')
+            client += line.substr(2) + "\n";
+    }
+    TempConfig server_file(server);
+    ParseResult r = parse({"server", "--config", server_file.path});
+    REQUIRE_MESSAGE(r.kind == ParseResult::run, r.text);
+    CHECK(r.options.local_port == 4567);
+    CHECK(r.options.auto_rules);
+    CHECK(r.options.tun_name == "ftc0");
+    REQUIRE(!client.empty());
+    TempConfig client_file(client);
+    r = parse({"client", "--config", client_file.path});
+    REQUIRE_MESSAGE(r.kind == ParseResult::run, r.text);
+    CHECK(faketcp::to_string(r.options.local) == "127.0.0.1:51820");
+    CHECK(r.options.remote.host == "203.0.113.7");
+    CHECK(r.options.remote.port == 4567);
+    CHECK(r.options.auto_rules);
+}
