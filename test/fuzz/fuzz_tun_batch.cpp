@@ -2,9 +2,10 @@
 // Tun::read() that is not a syscall. The input describes up to 8 reads from
 // an offload TUN (raw bytes, plain packets behind a zero vnet header, GSO
 // super-packets of any gso_size) and the read budget of each Tun::read()
-// call. Invariants: no crash or over-read; the calls end; and the packets
-// handed over, across however many batches a super-packet takes, are exactly
-// what parse_rx()/rx_segment() make of each read, in order.
+// call, and where the queue runs empty. Invariants: no crash or over-read;
+// the calls end; and the packets handed over, across however many batches a
+// super-packet takes, are exactly what parse_rx()/rx_segment() make of each
+// read, in order.
 // Build: make fuzz (clang, -fsanitize=fuzzer,address,undefined).
 #include "faketcp.h"
 
@@ -93,16 +94,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         CHECK_INV(++rounds < 100000);
         const size_t max_reads = more && (in.u8() & 1) ? 0 : in.u8() % 4 + 1;
         b.rx_begin(max_reads);
-        size_t cap = 0;
-        while (uint8_t* slot = b.rx_slot(cap)) {
-            if (next == reads.size()) {
+        for (size_t cap = 0; uint8_t* slot = b.rx_slot(cap);) {
+            // The queue runs empty after the last read, and now and then
+            // before it (more arrives later).
+            if (next == reads.size() || in.u8() % 8 == 7) {
                 b.rx_stop(EAGAIN);
                 break;
             }
-            CHECK_INV(reads[next].size() <= cap);
-            if (!reads[next].empty()) std::memcpy(slot, reads[next].data(), reads[next].size());
-            b.rx_commit(reads[next].size());
-            ++next;
+            const Bytes& r = reads[next++];
+            CHECK_INV(r.size() <= cap);
+            if (!r.empty()) std::memcpy(slot, r.data(), r.size());
+            b.rx_commit(r.size());
         }
         CHECK_INV(b.rx_reads() <= max_reads);
         for (size_t i = 0; i < b.rx_count(); ++i, ++got) {
