@@ -2,12 +2,12 @@
 //
 // Sections, in data-flow order:
 //   1. errors and addresses   — Status, Errc, IpAddr/Endpoint parsing and printing
-//   2. wire                   — byte helpers, checksums, bounds-checked decode, encode
+//   2. wire                   — byte helpers, checksums, the checked IP/TCP view, decode, encode
+//   2b. device offload        — virtio-net headers, GSO coalesce, GRO split (pure functions)
 //   3. connection             — per-connection state and sequence arithmetic
 //   4. table                  — slots, the 4-tuple index, the timers, keys and generators
 //   5. stack                  — the queues, demux, the application's calls (on section 3's machine)
 //   6. reactor                — epoll and deadlines
-//   6b. device offload        — virtio-net headers, GSO coalesce, GRO split (pure functions)
 //   7. driver                 — a Stack over a Tun inside a Reactor
 
 #include "faketcp.h"
@@ -296,6 +296,10 @@ namespace {
 
 // ===========================================================================
 // 2. Wire: bytes <-> segments. Everything here is pure and bounds-checked.
+// One checked view of an IP + TCP packet (check_tcp_packet) is what every
+// parser starts from: the Stack's decoder here, and the device offload code
+// (section 2b) on both directions. Checksums are summed and written by one
+// function each.
 // ===========================================================================
 
 constexpr size_t kIpv4HeaderLen = 20;
@@ -318,10 +322,11 @@ constexpr size_t kMaxTcpOptionsLen = 40;
 constexpr uint8_t kMaxWindowScale = 14;  // RFC 7323 §2.3
 
 constexpr uint8_t kFin = 0x01;
-constexpr uint8_t kPsh = 0x08;
 constexpr uint8_t kSyn = 0x02;
 constexpr uint8_t kRst = 0x04;
+constexpr uint8_t kPsh = 0x08;
 constexpr uint8_t kAck = 0x10;
+constexpr uint8_t kCwr = 0x80;
 
 // IPv4 header field offsets.
 constexpr size_t kV4VerIhl = 0, kV4TotalLen = 2, kV4Id = 4, kV4Frag = 6, kV4Ttl = 8,
@@ -349,6 +354,10 @@ inline void store32(uint8_t* p, uint32_t v) {
     p[2] = static_cast<uint8_t>(v >> 8);
     p[3] = static_cast<uint8_t>(v);
 }
+
+size_t ip_header_len(Family f) { return f == Family::v4 ? kIpv4HeaderLen : kIpv6HeaderLen; }
+
+// --- checksums ---------------------------------------------------------------
 
 // Internet checksum (RFC 1071). Sums native-endian 32-bit words in a 64-bit
 // accumulator; the one's-complement sum is byte-order independent, so the
@@ -383,23 +392,166 @@ uint16_t csum_fold(uint64_t acc) {
     return static_cast<uint16_t>(acc);
 }
 
-// Sum of the TCP pseudo-header for `tcp_len` bytes of TCP between src and dst.
-uint64_t pseudo_header_sum(const IpAddr& src, const IpAddr& dst, size_t tcp_len) {
+// Sum of the TCP pseudo-header (RFC 9293 §3.1, RFC 8200 §8.1) for `tcp_len`
+// bytes of TCP, the addresses read from the IP header at `ip` (`ip_len` 20:
+// IPv4, else IPv6). Source and destination are adjacent in both headers.
+uint64_t pseudo_header_sum(const uint8_t* ip, size_t ip_len, size_t tcp_len) {
     uint8_t tail[8];
-    uint64_t acc = 0;
-    acc = csum_add(acc, src.bytes.data(), src.size());
-    acc = csum_add(acc, dst.bytes.data(), dst.size());
-    if (src.family == Family::v4) {
+    if (ip_len == kIpv4HeaderLen) {
         tail[0] = 0;
         tail[1] = kProtoTcp;
         store16(tail + 2, static_cast<uint16_t>(tcp_len));
-        return csum_add(acc, tail, 4);
+        return csum_add(csum_add(0, ip + kV4Src, 8), tail, 4);
     }
     store32(tail, static_cast<uint32_t>(tcp_len));
     tail[4] = tail[5] = tail[6] = 0;
     tail[7] = kProtoTcp;
-    return csum_add(acc, tail, 8);
+    return csum_add(csum_add(0, ip + kV6Src, 32), tail, 8);
 }
+
+bool ipv4_header_checksum_ok(const uint8_t* ip) {
+    return csum_fold(csum_add(0, ip, kIpv4HeaderLen)) == 0xffff;
+}
+
+// The one IPv4 header checksum writer.
+void write_ipv4_checksum(uint8_t* ip) {
+    store16(ip + kV4Checksum, 0);
+    const uint16_t sum = static_cast<uint16_t>(~csum_fold(csum_add(0, ip, kIpv4HeaderLen)));
+    std::memcpy(ip + kV4Checksum, &sum, 2);
+}
+
+// True when the `tcp_len` bytes after the IP header at `ip` sum correctly.
+bool tcp_checksum_ok(const uint8_t* ip, size_t ip_len, size_t tcp_len) {
+    const uint64_t acc = pseudo_header_sum(ip, ip_len, tcp_len);
+    return csum_fold(csum_add(acc, ip + ip_len, tcp_len)) == 0xffff;
+}
+
+// What goes into a TCP checksum field: the full sum, or (CHECKSUM_PARTIAL,
+// for a device that completes it) the folded, not complemented, pseudo-header
+// sum the device starts from.
+enum class TcpSum : uint8_t { full, partial };
+
+// The one TCP checksum writer, for the `tcp_len` bytes after the IP header at
+// `ip`, whose addresses must already be in place.
+void write_tcp_checksum(uint8_t* ip, size_t ip_len, size_t tcp_len, TcpSum how) {
+    uint8_t* t = ip + ip_len;
+    store16(t + kTcpChecksum, 0);
+    const uint64_t acc = pseudo_header_sum(ip, ip_len, tcp_len);
+    const uint16_t sum = how == TcpSum::partial ? csum_fold(acc)
+                                                : static_cast<uint16_t>(~csum_fold(csum_add(acc, t, tcp_len)));
+    std::memcpy(t + kTcpChecksum, &sum, 2);
+}
+
+// --- the checked view ----------------------------------------------------------
+
+bool is_ipv6_extension_header(uint8_t nh) {
+    switch (nh) {
+        case 0: case 43: case 44: case 50: case 51: case 60:
+        case 135: case 139: case 140: case 253: case 254:
+            return true;
+        default:
+            return false;
+    }
+}
+
+// Why bytes are not a packet check_tcp_packet() accepts. The Stack and the
+// device offload code each count these under their own names
+// (drop_reason(), offload::rx_drop()).
+enum class HeaderFault : uint8_t {
+    ip_truncated,            // empty, or shorter than its IP header
+    bad_ip_version,          // neither 4 nor 6
+    ipv4_options,            // IHL != 5
+    ip_length_short,         // the IP length claims more bytes than there are
+    ip_length_long,          // the IP length claims fewer bytes than there are
+    ipv4_bad_checksum,
+    ipv4_fragment,           // MF set or a fragment offset
+    ipv6_extension_headers,
+    not_tcp,
+    tcp_truncated,           // shorter than a TCP header
+    bad_data_offset,         // TCP data offset below 5 or past the end
+};
+
+// Whether check_tcp_packet() sums the IPv4 header: always for input; not for
+// the Stack's own output, which the offload code only looks at.
+enum class Ipv4Checksum : uint8_t { verify, ignore };
+
+// One IPv4 (IHL 5, not a fragment) or IPv6 (no extension headers) packet
+// carrying TCP, whose IP length field is the buffer's size and whose TCP
+// header lies within it. Made only by check_tcp_packet(); every field access
+// below is then in bounds. The TCP checksum is not looked at.
+struct TcpPacketView {
+    const uint8_t* ip = nullptr;
+    size_t size = 0;     // the whole packet
+    size_t ip_len = 0;   // 20 or 40
+    size_t tcp_hdr = 0;  // TCP header with options, 20..60
+
+    bool v4() const { return ip_len == kIpv4HeaderLen; }
+    const uint8_t* tcp() const { return ip + ip_len; }
+    size_t tcp_len() const { return size - ip_len; }
+    size_t header_len() const { return ip_len + tcp_hdr; }
+    size_t payload_len() const { return size - header_len(); }
+    // Source and destination address then the two ports: the flow's name.
+    ByteView flow_key() const {
+        return v4() ? ByteView(ip + kV4Src, 8 + 4) : ByteView(ip + kV6Src, 32 + 4);
+    }
+    uint8_t flags() const { return tcp()[kTcpFlags]; }
+    uint32_t seq() const { return load32(tcp() + kTcpSeq); }
+};
+
+bool reject(HeaderFault f, HeaderFault& why) {
+    why = f;
+    return false;
+}
+
+bool check_ipv4(ByteView pkt, Ipv4Checksum checksum, HeaderFault& why) {
+    const uint8_t* p = pkt.data;
+    if (pkt.size < kIpv4HeaderLen) return reject(HeaderFault::ip_truncated, why);
+    if ((p[kV4VerIhl] & 0x0f) != 5) return reject(HeaderFault::ipv4_options, why);
+    const size_t total = load16(p + kV4TotalLen);
+    if (total > pkt.size) return reject(HeaderFault::ip_length_short, why);
+    if (total < pkt.size || total < kIpv4HeaderLen) return reject(HeaderFault::ip_length_long, why);
+    if (checksum == Ipv4Checksum::verify && !ipv4_header_checksum_ok(p))
+        return reject(HeaderFault::ipv4_bad_checksum, why);
+    if (load16(p + kV4Frag) & (kIpv4FlagMf | kIpv4FragOffsetMask)) return reject(HeaderFault::ipv4_fragment, why);
+    if (p[kV4Proto] != kProtoTcp) return reject(HeaderFault::not_tcp, why);
+    return true;
+}
+
+bool check_ipv6(ByteView pkt, HeaderFault& why) {
+    const uint8_t* p = pkt.data;
+    if (pkt.size < kIpv6HeaderLen) return reject(HeaderFault::ip_truncated, why);
+    const size_t total = kIpv6HeaderLen + load16(p + kV6PayloadLen);
+    if (total > pkt.size) return reject(HeaderFault::ip_length_short, why);
+    if (total < pkt.size) return reject(HeaderFault::ip_length_long, why);
+    if (is_ipv6_extension_header(p[kV6NextHeader])) return reject(HeaderFault::ipv6_extension_headers, why);
+    if (p[kV6NextHeader] != kProtoTcp) return reject(HeaderFault::not_tcp, why);
+    return true;
+}
+
+// The one header check: IP, then the TCP header's bounds.
+bool check_tcp_packet(ByteView pkt, Ipv4Checksum checksum, TcpPacketView& view, HeaderFault& why) {
+    if (pkt.size == 0 || pkt.data == nullptr) return reject(HeaderFault::ip_truncated, why);
+    const uint8_t version = pkt.data[0] >> 4;
+    if (version == 4) {
+        if (!check_ipv4(pkt, checksum, why)) return false;
+        view.ip_len = kIpv4HeaderLen;
+    } else if (version == 6) {
+        if (!check_ipv6(pkt, why)) return false;
+        view.ip_len = kIpv6HeaderLen;
+    } else {
+        return reject(HeaderFault::bad_ip_version, why);
+    }
+    const size_t tcp_len = pkt.size - view.ip_len;
+    if (tcp_len < kTcpHeaderLen) return reject(HeaderFault::tcp_truncated, why);
+    const size_t offset = static_cast<size_t>(pkt.data[view.ip_len + kTcpOffset] >> 4) * 4;
+    if (offset < kTcpHeaderLen || offset > tcp_len) return reject(HeaderFault::bad_data_offset, why);
+    view.ip = pkt.data;
+    view.size = pkt.size;
+    view.tcp_hdr = offset;
+    return true;
+}
+
+// --- decode: a checked packet into a Segment -----------------------------------
 
 // The TCP options the stack reads: what a SYN offers, and timestamps.
 struct TcpOptions {
@@ -455,16 +607,6 @@ struct Segment {
     }
 };
 
-bool is_ipv6_extension_header(uint8_t nh) {
-    switch (nh) {
-        case 0: case 43: case 44: case 50: case 51: case 60:
-        case 135: case 139: case 140: case 253: case 254:
-            return true;
-        default:
-            return false;
-    }
-}
-
 bool is_unicast(const IpAddr& ip) {
     if (ip.is_unspecified()) return false;
     if (ip.family == Family::v4) {
@@ -474,86 +616,67 @@ bool is_unicast(const IpAddr& ip) {
     return ip.bytes[0] != 0xff;  // multicast
 }
 
-// Decode the IP layer; on success `tcp` views the TCP segment.
-bool parse_ipv4(ByteView pkt, Segment& seg, ByteView& tcp, DropReason& why) {
-    const uint8_t* p = pkt.data;
-    if (pkt.size < kIpv4HeaderLen) { why = DropReason::truncated; return false; }
-    if ((p[kV4VerIhl] & 0x0f) != 5) { why = DropReason::ipv4_options; return false; }
-    size_t total = load16(p + kV4TotalLen);
-    if (total > pkt.size) { why = DropReason::truncated; return false; }
-    if (total < pkt.size || total < kIpv4HeaderLen) { why = DropReason::length_mismatch; return false; }
-    if (csum_fold(csum_add(0, p, kIpv4HeaderLen)) != 0xffff) {
-        why = DropReason::ipv4_bad_checksum;
-        return false;
+// The Stack's name for a header fault (its drop counters predate the view).
+DropReason drop_reason(HeaderFault f) {
+    switch (f) {
+        case HeaderFault::ip_truncated: return DropReason::truncated;
+        case HeaderFault::bad_ip_version: return DropReason::bad_ip_version;
+        case HeaderFault::ipv4_options: return DropReason::ipv4_options;
+        case HeaderFault::ip_length_short: return DropReason::truncated;
+        case HeaderFault::ip_length_long: return DropReason::length_mismatch;
+        case HeaderFault::ipv4_bad_checksum: return DropReason::ipv4_bad_checksum;
+        case HeaderFault::ipv4_fragment: return DropReason::ipv4_fragment;
+        case HeaderFault::ipv6_extension_headers: return DropReason::ipv6_extension_headers;
+        case HeaderFault::not_tcp: return DropReason::not_tcp;
+        case HeaderFault::tcp_truncated: return DropReason::truncated;
+        case HeaderFault::bad_data_offset: return DropReason::bad_data_offset;
     }
-    uint16_t frag = load16(p + kV4Frag);
-    if ((frag & kIpv4FlagMf) || (frag & kIpv4FragOffsetMask)) { why = DropReason::ipv4_fragment; return false; }
-    if (p[kV4Proto] != kProtoTcp) { why = DropReason::not_tcp; return false; }
-    seg.src.family = seg.dst.family = Family::v4;
-    std::memcpy(seg.src.bytes.data(), p + kV4Src, 4);
-    std::memcpy(seg.dst.bytes.data(), p + kV4Dst, 4);
-    tcp = ByteView(p + kIpv4HeaderLen, total - kIpv4HeaderLen);
-    return true;
+    return DropReason::truncated;
 }
 
-bool parse_ipv6(ByteView pkt, Segment& seg, ByteView& tcp, DropReason& why) {
-    const uint8_t* p = pkt.data;
-    if (pkt.size < kIpv6HeaderLen) { why = DropReason::truncated; return false; }
-    size_t total = kIpv6HeaderLen + load16(p + kV6PayloadLen);
-    if (total > pkt.size) { why = DropReason::truncated; return false; }
-    if (total < pkt.size) { why = DropReason::length_mismatch; return false; }
-    uint8_t nh = p[kV6NextHeader];
-    if (is_ipv6_extension_header(nh)) { why = DropReason::ipv6_extension_headers; return false; }
-    if (nh != kProtoTcp) { why = DropReason::not_tcp; return false; }
-    seg.src.family = seg.dst.family = Family::v6;
-    std::memcpy(seg.src.bytes.data(), p + kV6Src, 16);
-    std::memcpy(seg.dst.bytes.data(), p + kV6Dst, 16);
-    tcp = ByteView(p + kIpv6HeaderLen, total - kIpv6HeaderLen);
-    return true;
+IpAddr address_at(const uint8_t* p, Family f) {
+    IpAddr a;
+    a.family = f;
+    std::memcpy(a.bytes.data(), p, f == Family::v4 ? 4 : 16);
+    return a;
 }
 
-// kernel_verified skips only the TCP checksum: see RxChecksum in faketcp.h.
-bool parse_tcp(ByteView tcp, Segment& seg, RxChecksum checksum, DropReason& why) {
-    const uint8_t* t = tcp.data;
-    if (tcp.size < kTcpHeaderLen) { why = DropReason::truncated; return false; }
-    size_t offset = static_cast<size_t>(t[kTcpOffset] >> 4) * 4;
-    if (offset < kTcpHeaderLen || offset > tcp.size) { why = DropReason::bad_data_offset; return false; }
-    if (checksum == RxChecksum::verify) {
-        uint64_t acc = pseudo_header_sum(seg.src, seg.dst, tcp.size);
-        if (csum_fold(csum_add(acc, t, tcp.size)) != 0xffff) {
-            why = DropReason::bad_tcp_checksum;
-            return false;
-        }
-    }
+// The fields of a checked packet; kernel_verified skips only the TCP
+// checksum (see RxChecksum in faketcp.h).
+void decode_fields(const TcpPacketView& v, Segment& seg) {
+    const Family f = v.v4() ? Family::v4 : Family::v6;
+    seg.src = address_at(v.ip + (v.v4() ? kV4Src : kV6Src), f);
+    seg.dst = address_at(v.ip + (v.v4() ? kV4Dst : kV6Dst), f);
+    const uint8_t* t = v.tcp();
     seg.sport = load16(t + kTcpSport);
     seg.dport = load16(t + kTcpDport);
     seg.seq = load32(t + kTcpSeq);
     seg.ack = load32(t + kTcpAck);
     seg.flags = t[kTcpFlags];
     seg.window = load16(t + kTcpWindow);
-    if (offset > kTcpHeaderLen) parse_tcp_options(ByteView(t + kTcpHeaderLen, offset - kTcpHeaderLen), seg.opts);
-    seg.payload = ByteView(t + offset, tcp.size - offset);
-    return true;
+    if (v.tcp_hdr > kTcpHeaderLen) parse_tcp_options(ByteView(t + kTcpHeaderLen, v.tcp_hdr - kTcpHeaderLen), seg.opts);
+    seg.payload = ByteView(t + v.tcp_hdr, v.payload_len());
 }
 
 // Decode one IP packet into `seg`; false with `why` when it must be dropped.
 bool parse_segment(ByteView pkt, Segment& seg, RxChecksum checksum, DropReason& why) {
-    if (pkt.size == 0 || pkt.data == nullptr) { why = DropReason::truncated; return false; }
-    ByteView tcp;
-    uint8_t version = pkt.data[0] >> 4;
-    bool ip_ok = false;
-    if (version == 4) {
-        ip_ok = parse_ipv4(pkt, seg, tcp, why);
-    } else if (version == 6) {
-        ip_ok = parse_ipv6(pkt, seg, tcp, why);
-    } else {
-        why = DropReason::bad_ip_version;
+    TcpPacketView v;
+    HeaderFault fault;
+    if (!check_tcp_packet(pkt, Ipv4Checksum::verify, v, fault)) {
+        why = drop_reason(fault);
+        return false;
     }
-    if (!ip_ok || !parse_tcp(tcp, seg, checksum, why)) return false;
+    if (checksum == RxChecksum::verify && !tcp_checksum_ok(v.ip, v.ip_len, v.tcp_len())) {
+        why = DropReason::bad_tcp_checksum;
+        return false;
+    }
+    decode_fields(v, seg);
     if (!is_unicast(seg.src) || !is_unicast(seg.dst)) { why = DropReason::bad_address; return false; }
     if (seg.sport == 0 || seg.dport == 0) { why = DropReason::bad_port; return false; }
     return true;
 }
+
+// --- encode: a SegmentSpec into bytes ------------------------------------------
 
 // What to put on the wire for one segment.
 struct SegmentSpec {
@@ -573,8 +696,6 @@ struct SegmentSpec {
     uint32_t flow_label = 0;  // IPv6, 20 bits
 };
 
-size_t ip_header_len(Family f) { return f == Family::v4 ? kIpv4HeaderLen : kIpv6HeaderLen; }
-
 size_t segment_size(const SegmentSpec& s) {
     return ip_header_len(s.local->addr.family) + kTcpHeaderLen + s.options.size + s.payload.size;
 }
@@ -587,11 +708,9 @@ void write_ipv4_header(uint8_t* p, const SegmentSpec& s, size_t total) {
     store16(p + kV4Frag, kIpv4FlagDf);
     p[kV4Ttl] = kTtl;
     p[kV4Proto] = kProtoTcp;
-    store16(p + kV4Checksum, 0);
     std::memcpy(p + kV4Src, s.local->addr.bytes.data(), 4);
     std::memcpy(p + kV4Dst, s.remote->addr.bytes.data(), 4);
-    uint16_t sum = static_cast<uint16_t>(~csum_fold(csum_add(0, p, kIpv4HeaderLen)));
-    std::memcpy(p + kV4Checksum, &sum, 2);
+    write_ipv4_checksum(p);
 }
 
 void write_ipv6_header(uint8_t* p, const SegmentSpec& s, size_t tcp_len) {
@@ -622,17 +741,486 @@ size_t write_segment(uint8_t* out, const SegmentSpec& s) {
     t[kTcpOffset] = static_cast<uint8_t>((tcp_hdr / 4) << 4);
     t[kTcpFlags] = s.flags;
     store16(t + kTcpWindow, s.window);
-    store16(t + kTcpChecksum, 0);
     store16(t + kTcpUrgent, 0);
     if (s.options.size) std::memcpy(t + kTcpHeaderLen, s.options.data, s.options.size);
     if (s.payload.size) std::memcpy(t + tcp_hdr, s.payload.data, s.payload.size);
-    uint64_t acc = pseudo_header_sum(s.local->addr, s.remote->addr, tcp_len);
-    // CHECKSUM_PARTIAL convention: the pseudo-header sum, folded, not complemented.
-    uint16_t sum = s.checksum_partial ? csum_fold(acc)
-                                      : static_cast<uint16_t>(~csum_fold(csum_add(acc, t, tcp_len)));
-    std::memcpy(t + kTcpChecksum, &sum, 2);
+    write_tcp_checksum(out, ip_len, tcp_len, s.checksum_partial ? TcpSum::partial : TcpSum::full);
     return total;
 }
+
+}  // namespace
+
+// ===========================================================================
+// 2b. Device offload: virtio-net headers, GSO coalesce (tx), GRO split (rx).
+// Pure functions over buffers, declared in faketcp.h (namespace offload),
+// built on the wire section's checked view and checksum writers. tun.cpp's
+// batched reads and writes (Tun::read/write with a TunBatch) use them.
+// ===========================================================================
+//
+// Conventions, checked against Linux (include/linux/virtio_net.h,
+// net/ipv4/tcp_offload.c, net/ipv4/af_inet.c) and wireguard-go's tun/:
+//  - NEEDS_CSUM is CHECKSUM_PARTIAL: the device sums the bytes from
+//    csum_start to the end, seeded with what the checksum field holds, and
+//    stores the complement at csum_start + csum_offset. So the field holds
+//    the folded, NOT complemented, pseudo-header sum (addresses, protocol 6,
+//    TCP length). In a super-packet that length is the whole super-packet's
+//    TCP length: tcp_gso_segment() shifts the partial sum of each segment by
+//    (segment length - whole length), and the kernel's own TSO packets carry
+//    the same value (~tcp_v4_check(skb->len, saddr, daddr, 0)).
+//  - virtio_net_hdr_to_skb() needs csum_offset 16 for TCP GSO, and
+//    tcp_gso_segment() refuses a GSO skb whose payload is <= gso_size, so a
+//    run has at least two segments and always sets NEEDS_CSUM with
+//    csum_start = the IP header length.
+//  - IPv4 ID: inet_gso_segment() gives segment k the ID first + k unless the
+//    skb is SKB_GSO_TCP_FIXEDID, which a virtio-net header cannot express.
+//    So segments of a super-packet leave with IDs 0, 1, 2, ... instead of all
+//    0. Harmless: with DF set the datagrams are atomic, RFC 6864 lets their ID
+//    be any value, and phantun, conntrack and NAT ignore it. On receive every
+//    segment keeps the super-packet's ID (GRO of fixed-ID DF traffic records
+//    FIXEDID; the Stack ignores the ID).
+//  - On receive, tun_put_user() (virtio_net_hdr_from_skb) sets NEEDS_CSUM for
+//    a CHECKSUM_PARTIAL skb and DATA_VALID for a CHECKSUM_UNNECESSARY one;
+//    GRO (tcp_gro_receive) merges only segments whose checksum it verified
+//    and marks the result CHECKSUM_PARTIAL. So every read with a flag or GSO
+//    carries a TCP checksum the kernel vouches for, and StackDriver neither
+//    computes nor verifies it (TcpChecksumFill::leave, RxChecksum). A read
+//    with neither is summed by the Stack as on a TUN without offload.
+
+namespace offload {
+
+namespace {
+
+// What gso_run() needs to know of one packet; ip_len 0: it cannot be in a run.
+struct TxShape {
+    size_t ip_len = 0;
+    size_t tcp_len = 0;  // TCP header with options
+    size_t payload = 0;
+    uint32_t seq = 0;
+};
+
+TxShape tx_shape(ByteView p) {
+    TxShape s;
+    TcpPacketView v;
+    HeaderFault fault;
+    // The Stack's own packets: their IPv4 header checksum is not read (the
+    // kernel writes one per segment).
+    if (!check_tcp_packet(p, Ipv4Checksum::ignore, v, fault)) return s;
+    // Options are copied into every segment by the kernel (tcp_gso_segment),
+    // so packets with equal options (the linux profile's timestamps within
+    // one millisecond) coalesce like bare headers. PSH, set on each linux
+    // profile datagram, is kept by the kernel on the last segment only.
+    if ((v.tcp()[kTcpOffset] & 0x0f) != 0) return s;  // reserved bits
+    if (v.flags() != kAck && v.flags() != (kAck | kPsh)) return s;
+    if (v.payload_len() == 0) return s;
+    s.ip_len = v.ip_len;
+    s.tcp_len = v.tcp_hdr;
+    s.payload = v.payload_len();
+    s.seq = v.seq();
+    return s;
+}
+
+// Every header byte equal but the IP lengths, the IPv4 header checksum and
+// ID, the TCP seq and the TCP checksum (options included: tcp_len bytes).
+bool same_headers(const uint8_t* a, const uint8_t* b, size_t ip_len, size_t tcp_len) {
+    if (ip_len == kIpv4HeaderLen) {
+        if (std::memcmp(a, b, kV4TotalLen) != 0 ||
+            std::memcmp(a + kV4Frag, b + kV4Frag, kV4Checksum - kV4Frag) != 0 ||
+            std::memcmp(a + kV4Src, b + kV4Src, 8) != 0)
+            return false;
+    } else {
+        if (std::memcmp(a, b, kV6PayloadLen) != 0 ||
+            std::memcmp(a + kV6NextHeader, b + kV6NextHeader, kIpv6HeaderLen - kV6NextHeader) != 0)
+            return false;
+    }
+    const uint8_t* ta = a + ip_len;
+    const uint8_t* tb = b + ip_len;
+    return std::memcmp(ta, tb, kTcpSeq) == 0 &&
+           std::memcmp(ta + kTcpAck, tb + kTcpAck, kTcpChecksum - kTcpAck) == 0 &&
+           std::memcmp(ta + kTcpUrgent, tb + kTcpUrgent, tcp_len - kTcpUrgent) == 0;
+}
+
+// The kernel gives segment i of a TCPv4 super-packet the ID first + i
+// (inet_gso_segment; SKB_GSO_TCP_FIXEDID is not set for a TUN write), which is
+// the linux profile's per-packet counter; the phantun profile's fixed ID 0
+// comes out as 0, 1, 2... either way, as before. A run takes packets whose ID
+// is the first one's, or the first one's + i.
+bool id_fits_run(const uint8_t* first, const uint8_t* p, size_t i, size_t ip_len, bool& counting) {
+    if (ip_len != kIpv4HeaderLen) return true;
+    const uint16_t id0 = load16(first + kV4Id);
+    const uint16_t id = load16(p + kV4Id);
+    if (i == 1) counting = id != id0;
+    return id == (counting ? static_cast<uint16_t>(id0 + i) : id0);
+}
+
+}  // namespace
+
+void encode(const VnetHdr& h, uint8_t* out) {
+    out[0] = h.flags;
+    out[1] = h.gso_type;
+    std::memcpy(out + 2, &h.hdr_len, 2);
+    std::memcpy(out + 4, &h.gso_size, 2);
+    std::memcpy(out + 6, &h.csum_start, 2);
+    std::memcpy(out + 8, &h.csum_offset, 2);
+}
+
+VnetHdr decode(const uint8_t* in) {
+    VnetHdr h;
+    h.flags = in[0];
+    h.gso_type = in[1];
+    std::memcpy(&h.hdr_len, in + 2, 2);
+    std::memcpy(&h.gso_size, in + 4, 2);
+    std::memcpy(&h.csum_start, in + 6, 2);
+    std::memcpy(&h.csum_offset, in + 8, 2);
+    return h;
+}
+
+size_t gso_run(const ByteView* packets, size_t count) {
+    if (count == 0) return 0;
+    const TxShape first = tx_shape(packets[0]);
+    if (first.ip_len == 0) return 1;
+    size_t total = packets[0].size;
+    uint32_t next_seq = first.seq + static_cast<uint32_t>(first.payload);
+    const size_t limit = std::min(count, kMaxGsoSegments);
+    bool counting_ids = false;
+    size_t n = 1;
+    while (n < limit) {
+        const TxShape s = tx_shape(packets[n]);
+        if (s.ip_len != first.ip_len) break;       // not coalescable, or the other family
+        if (s.tcp_len != first.tcp_len) break;
+        if (s.payload > first.payload) break;      // segments are gso_size, the last may be shorter
+        if (s.seq != next_seq) break;              // the kernel advances seq by gso_size
+        if (total + s.payload > kMaxGsoPacket) break;
+        if (!same_headers(packets[0].data, packets[n].data, first.ip_len, first.tcp_len)) break;
+        if (!id_fits_run(packets[0].data, packets[n].data, n, first.ip_len, counting_ids)) break;
+        total += s.payload;
+        next_seq += static_cast<uint32_t>(s.payload);
+        ++n;
+        if (s.payload < first.payload) break;      // a shorter segment ends the run
+    }
+    return n;
+}
+
+void plain_header(ByteView packet, TxChecksum checksum, uint8_t* out) {
+    VnetHdr v;
+    TcpPacketView view;
+    HeaderFault fault;
+    // The check fails only for bytes the Stack never emits; those go out as they are.
+    if (checksum == TxChecksum::partial && check_tcp_packet(packet, Ipv4Checksum::ignore, view, fault)) {
+        v.flags = kNeedsCsum;  // the kernel (or the NIC) completes the sum
+        v.csum_start = static_cast<uint16_t>(view.ip_len);
+        v.csum_offset = static_cast<uint16_t>(kTcpChecksum);
+    }
+    encode(v, out);
+}
+
+size_t gso_header(const ByteView* packets, size_t run, uint8_t* out) {
+    if (run < 2 || gso_run(packets, run) != run) return 0;
+    const TxShape first = tx_shape(packets[0]);
+    const size_t ip_len = first.ip_len;
+    const size_t hdr = ip_len + first.tcp_len;
+    size_t total = hdr;
+    for (size_t i = 0; i < run; ++i) total += packets[i].size - hdr;
+
+    VnetHdr v;
+    v.flags = kNeedsCsum;
+    v.gso_type = ip_len == kIpv4HeaderLen ? kGsoTcpv4 : kGsoTcpv6;
+    v.hdr_len = static_cast<uint16_t>(hdr);
+    v.gso_size = static_cast<uint16_t>(first.payload);
+    v.csum_start = static_cast<uint16_t>(ip_len);
+    v.csum_offset = static_cast<uint16_t>(kTcpChecksum);
+    encode(v, out);
+
+    uint8_t* ip = out + kVnetHdrLen;
+    std::memcpy(ip, packets[0].data, hdr);
+    const size_t tcp_len = total - ip_len;
+    if (ip_len == kIpv4HeaderLen) {
+        store16(ip + kV4TotalLen, static_cast<uint16_t>(total));
+        write_ipv4_checksum(ip);
+    } else {
+        store16(ip + kV6PayloadLen, static_cast<uint16_t>(tcp_len));
+    }
+    write_tcp_checksum(ip, ip_len, tcp_len, TcpSum::partial);  // the payloads are not here: partial only
+    return kVnetHdrLen + hdr;
+}
+
+namespace {
+
+constexpr uint32_t kNoPacket = UINT32_MAX;
+
+// The bytes naming a packet's TCP flow: addresses and ports, contiguous in
+// a checked packet. Empty for anything else.
+ByteView flow_key(ByteView p) {
+    TcpPacketView v;
+    HeaderFault fault;
+    if (!check_tcp_packet(p, Ipv4Checksum::ignore, v, fault)) return {};
+    return v.flow_key();
+}
+
+// Not seeded: the keys are our own outgoing flows, which a peer cannot
+// choose freely, and a collision costs only a probe.
+uint32_t flow_hash(ByteView key) {
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < key.size; ++i) h = (h ^ key.data[i]) * 16777619u;
+    return h ^ (h >> 15);
+}
+
+}  // namespace
+
+void FlowGrouper::reserve(size_t count) {
+    if (next_.size() >= count && count > 0) return;
+    next_.assign(count, kNoPacket);
+    tail_.assign(count, kNoPacket);
+    heads_.assign(count, kNoPacket);
+    size_t table = 16;
+    while (table < 2 * count) table <<= 1;
+    slots_.assign(table, kNoPacket);
+}
+
+void FlowGrouper::group(const ByteView* packets, size_t count, uint32_t* order) {
+    if (count > next_.size()) reserve(count);
+    size_t mask = 16;
+    while (mask < 2 * count) mask <<= 1;
+    mask -= 1;  // a table of at least twice the packets: probes stay short
+    std::fill(slots_.begin(), slots_.begin() + static_cast<std::ptrdiff_t>(mask + 1), kNoPacket);
+    size_t flows = 0;
+    for (uint32_t i = 0; i < count; ++i) {
+        next_[i] = kNoPacket;
+        const ByteView key = flow_key(packets[i]);
+        if (key.size == 0) {  // not a flow we can name: a group of its own
+            tail_[i] = i;
+            heads_[flows++] = i;
+            continue;
+        }
+        size_t h = flow_hash(key) & mask;
+        for (;;) {
+            const uint32_t head = slots_[h];
+            if (head == kNoPacket) {
+                slots_[h] = i;
+                tail_[i] = i;
+                heads_[flows++] = i;
+                break;
+            }
+            const ByteView other = flow_key(packets[head]);
+            if (other.size == key.size && std::memcmp(other.data, key.data, key.size) == 0) {
+                next_[tail_[head]] = i;
+                tail_[head] = i;
+                break;
+            }
+            h = (h + 1) & mask;
+        }
+    }
+    size_t k = 0;
+    for (size_t f = 0; f < flows; ++f)
+        for (uint32_t j = heads_[f]; j != kNoPacket; j = next_[j]) order[k++] = j;
+}
+
+size_t coalesce(const ByteView* packets, size_t run, uint8_t* out, size_t cap) {
+    uint8_t hdr[kMaxGsoHeader];
+    const size_t hl = gso_header(packets, run, hdr);
+    if (hl == 0) return 0;
+    const size_t skip = hl - kVnetHdrLen;
+    size_t need = hl;
+    for (size_t i = 0; i < run; ++i) need += packets[i].size - skip;
+    if (need > cap) return 0;
+    std::memcpy(out, hdr, hl);
+    size_t pos = hl;
+    for (size_t i = 0; i < run; ++i) {
+        std::memcpy(out + pos, packets[i].data + skip, packets[i].size - skip);
+        pos += packets[i].size - skip;
+    }
+    return pos;
+}
+
+namespace {
+
+// The offload code's name for a header fault: coarser than the Stack's, as
+// the counters of StackDriver::OffloadStats always were.
+RxDrop rx_drop(HeaderFault f) {
+    switch (f) {
+        case HeaderFault::ip_truncated: return RxDrop::bad_ip_header;
+        case HeaderFault::bad_ip_version: return RxDrop::bad_ip_header;
+        case HeaderFault::ipv4_options: return RxDrop::bad_ip_header;
+        case HeaderFault::ip_length_short: return RxDrop::length_mismatch;
+        case HeaderFault::ip_length_long: return RxDrop::length_mismatch;
+        case HeaderFault::ipv4_bad_checksum: return RxDrop::bad_ip_header;
+        case HeaderFault::ipv4_fragment: return RxDrop::bad_ip_header;
+        case HeaderFault::ipv6_extension_headers: return RxDrop::bad_ip_header;
+        case HeaderFault::not_tcp: return RxDrop::not_tcp;
+        case HeaderFault::tcp_truncated: return RxDrop::bad_tcp_header;
+        case HeaderFault::bad_data_offset: return RxDrop::bad_tcp_header;
+    }
+    return RxDrop::bad_ip_header;
+}
+
+}  // namespace
+
+const char* to_string(RxDrop r) {
+    switch (r) {
+        case RxDrop::vnet_truncated: return "vnet_truncated";
+        case RxDrop::vnet_bad_flags: return "vnet_bad_flags";
+        case RxDrop::vnet_bad_gso_type: return "vnet_bad_gso_type";
+        case RxDrop::vnet_bad_gso_size: return "vnet_bad_gso_size";
+        case RxDrop::vnet_bad_csum: return "vnet_bad_csum";
+        case RxDrop::gso_family_mismatch: return "gso_family_mismatch";
+        case RxDrop::bad_ip_header: return "bad_ip_header";
+        case RxDrop::length_mismatch: return "length_mismatch";
+        case RxDrop::not_tcp: return "not_tcp";
+        case RxDrop::bad_tcp_header: return "bad_tcp_header";
+        case RxDrop::no_room: return "no_room";
+        case RxDrop::count_: break;
+    }
+    return "unknown";
+}
+
+size_t RxPacket::segment_size(size_t i) const {
+    if (kind != Kind::segments || i >= count) return 0;
+    const size_t payload = packet.size - header_len;
+    return header_len + std::min(gso_size, payload - i * gso_size);
+}
+
+namespace {
+
+bool rx_reject(RxDrop d, RxDrop& why) {
+    why = d;
+    return false;
+}
+
+// The vnet header's own fields, before the packet is looked at.
+bool vnet_fields_ok(const VnetHdr& v, RxDrop& why) {
+    if (v.flags & ~(kNeedsCsum | kDataValid)) return rx_reject(RxDrop::vnet_bad_flags, why);
+    const uint8_t gso = v.gso_type & static_cast<uint8_t>(~kGsoEcn);
+    if (v.gso_type != kGsoNone && gso != kGsoTcpv4 && gso != kGsoTcpv6)
+        return rx_reject(RxDrop::vnet_bad_gso_type, why);
+    if (v.gso_type != kGsoNone && v.gso_size == 0) return rx_reject(RxDrop::vnet_bad_gso_size, why);
+    return true;
+}
+
+// A packet with offload metadata: its family must be the GSO type's, its
+// headers pass the checked view, and a partial checksum must be the TCP one.
+// Header lengths come from the packet; hdr_len is only the kernel's hint
+// about its linear part (wireguard-go: "don't trust hdrLen").
+bool offload_packet_ok(ByteView pkt, const VnetHdr& v, TcpPacketView& view, RxDrop& why) {
+    if (pkt.size == 0) return rx_reject(RxDrop::bad_ip_header, why);
+    const uint8_t gso = v.gso_type & static_cast<uint8_t>(~kGsoEcn);
+    const uint8_t version = pkt.data[0] >> 4;
+    if ((gso == kGsoTcpv4 && version != 4) || (gso == kGsoTcpv6 && version != 6))
+        return rx_reject(RxDrop::gso_family_mismatch, why);
+    HeaderFault fault;
+    if (!check_tcp_packet(pkt, Ipv4Checksum::verify, view, fault)) return rx_reject(rx_drop(fault), why);
+    if ((v.flags & kNeedsCsum) && (v.csum_start != view.ip_len || v.csum_offset != kTcpChecksum))
+        return rx_reject(RxDrop::vnet_bad_csum, why);
+    return true;
+}
+
+}  // namespace
+
+RxPacket parse_rx(uint8_t* buf, size_t len, TcpChecksumFill fill) {
+    RxPacket rx;
+    auto drop = [&rx](RxDrop why) {
+        rx.kind = RxPacket::Kind::drop;
+        rx.drop = why;
+        return rx;
+    };
+    if (buf == nullptr || len < kVnetHdrLen) return drop(RxDrop::vnet_truncated);
+    const VnetHdr v = decode(buf);
+    uint8_t* p = buf + kVnetHdrLen;
+    rx.packet = ByteView(p, len - kVnetHdrLen);
+    RxDrop why;
+    if (!vnet_fields_ok(v, why)) return drop(why);
+    // Whatever the kernel vouched for (faketcp.h, RxChecksum): its DATA_VALID,
+    // a partial sum, or GSO (only made of segments it verified or summed itself).
+    if ((v.flags & (kDataValid | kNeedsCsum)) != 0 || v.gso_type != kGsoNone)
+        rx.checksum = RxChecksum::kernel_verified;
+    if (v.gso_type == kGsoNone && (v.flags & kNeedsCsum) == 0) {
+        rx.kind = RxPacket::Kind::plain;  // nothing to do: the Stack checks the rest
+        return rx;
+    }
+    TcpPacketView view;
+    if (!offload_packet_ok(rx.packet, v, view, why)) return drop(why);
+    if (v.gso_type == kGsoNone || view.payload_len() <= v.gso_size) {
+        // One segment: complete its checksum here, in full, unless told not to.
+        if (fill == TcpChecksumFill::complete) write_tcp_checksum(p, view.ip_len, view.tcp_len(), TcpSum::full);
+        rx.kind = RxPacket::Kind::plain;
+        rx.checksummed = true;
+        return rx;
+    }
+    rx.kind = RxPacket::Kind::segments;
+    rx.header_len = view.header_len();
+    rx.gso_size = v.gso_size;
+    rx.count = (view.payload_len() + rx.gso_size - 1) / rx.gso_size;
+    return rx;
+}
+
+size_t rx_segment(const RxPacket& rx, size_t i, uint8_t* out, TcpChecksumFill fill) {
+    const size_t size = rx.segment_size(i);
+    if (size == 0) return 0;
+    const uint8_t* p = rx.packet.data;
+    const bool v6 = (p[0] >> 4) == 6;
+    const size_t ip_len = v6 ? kIpv6HeaderLen : kIpv4HeaderLen;
+    const size_t offset = i * rx.gso_size;
+    std::memcpy(out, p, rx.header_len);
+    std::memcpy(out + rx.header_len, p + rx.header_len + offset, size - rx.header_len);
+    const size_t tcp_len = size - ip_len;
+    if (v6) {
+        store16(out + kV6PayloadLen, static_cast<uint16_t>(tcp_len));
+    } else {
+        store16(out + kV4TotalLen, static_cast<uint16_t>(size));
+        write_ipv4_checksum(out);
+    }
+    uint8_t* t = out + ip_len;
+    store32(t + kTcpSeq, load32(p + ip_len + kTcpSeq) + static_cast<uint32_t>(offset));
+    uint8_t flags = t[kTcpFlags];
+    if (i + 1 < rx.count) flags = static_cast<uint8_t>(flags & ~(kFin | kPsh));
+    if (i > 0) flags = static_cast<uint8_t>(flags & ~kCwr);
+    t[kTcpFlags] = flags;
+    // `leave`: the field keeps the super-packet's partial sum; the segment
+    // goes only to a Stack told the kernel verified it (RxChecksum).
+    if (fill == TcpChecksumFill::complete) write_tcp_checksum(out, ip_len, tcp_len, TcpSum::full);
+    return size;
+}
+
+SplitResult split(uint8_t* buf, size_t len, uint8_t* out, size_t cap, ByteView* segs,
+                  size_t max_segs) {
+    SplitResult r;
+    const RxPacket rx = parse_rx(buf, len);
+    switch (rx.kind) {
+        case RxPacket::Kind::drop:
+            r.drop = rx.drop;
+            return r;
+        case RxPacket::Kind::plain:
+            if (max_segs < 1) {
+                r.drop = RxDrop::no_room;
+                return r;
+            }
+            segs[0] = rx.packet;
+            r.count = 1;
+            return r;
+        case RxPacket::Kind::segments: {
+            if (rx.count > max_segs) {
+                r.drop = RxDrop::no_room;
+                return r;
+            }
+            size_t pos = 0;
+            for (size_t i = 0; i < rx.count; ++i) {
+                const size_t size = rx.segment_size(i);
+                if (cap - pos < size) {
+                    r.drop = RxDrop::no_room;
+                    return r;
+                }
+                rx_segment(rx, i, out + pos);
+                segs[i] = ByteView(out + pos, size);
+                pos += size;
+            }
+            r.count = rx.count;
+            return r;
+        }
+    }
+    return r;
+}
+
+}  // namespace offload
+
+namespace {
 
 // ===========================================================================
 // 3. Connection: one fake-TCP connection's state and its state machine.
@@ -2601,524 +3189,19 @@ Status Reactor::run_once(Duration max_wait) {
 }
 
 // ===========================================================================
-// 6b. Device offload: virtio-net headers, GSO coalesce (tx), GRO split (rx).
-// Pure functions over buffers, declared in faketcp.h (namespace offload);
-// they reuse the wire section's byte and checksum helpers. The driver
-// (section 7) and tun.cpp are their only users.
-// ===========================================================================
-//
-// Conventions, checked against Linux (include/linux/virtio_net.h,
-// net/ipv4/tcp_offload.c, net/ipv4/af_inet.c) and wireguard-go's tun/:
-//  - NEEDS_CSUM is CHECKSUM_PARTIAL: the device sums the bytes from
-//    csum_start to the end, seeded with what the checksum field holds, and
-//    stores the complement at csum_start + csum_offset. So the field holds
-//    the folded, NOT complemented, pseudo-header sum (addresses, protocol 6,
-//    TCP length). In a super-packet that length is the whole super-packet's
-//    TCP length: tcp_gso_segment() shifts the partial sum of each segment by
-//    (segment length - whole length), and the kernel's own TSO packets carry
-//    the same value (~tcp_v4_check(skb->len, saddr, daddr, 0)).
-//  - virtio_net_hdr_to_skb() needs csum_offset 16 for TCP GSO, and
-//    tcp_gso_segment() refuses a GSO skb whose payload is <= gso_size, so a
-//    run has at least two segments and always sets NEEDS_CSUM with
-//    csum_start = the IP header length.
-//  - IPv4 ID: inet_gso_segment() gives segment k the ID first + k unless the
-//    skb is SKB_GSO_TCP_FIXEDID, which a virtio-net header cannot express.
-//    So segments of a super-packet leave with IDs 0, 1, 2, ... instead of all
-//    0. Harmless: with DF set the datagrams are atomic, RFC 6864 lets their ID
-//    be any value, and phantun, conntrack and NAT ignore it. On receive every
-//    segment keeps the super-packet's ID (GRO of fixed-ID DF traffic records
-//    FIXEDID; the Stack ignores the ID).
-//  - On receive, tun_put_user() (virtio_net_hdr_from_skb) sets NEEDS_CSUM for
-//    a CHECKSUM_PARTIAL skb and DATA_VALID for a CHECKSUM_UNNECESSARY one;
-//    GRO (tcp_gro_receive) merges only segments whose checksum it verified
-//    and marks the result CHECKSUM_PARTIAL. So every read with a flag or GSO
-//    carries a TCP checksum the kernel vouches for, and StackDriver neither
-//    computes nor verifies it (TcpChecksumFill::leave, RxChecksum). A read
-//    with neither is summed by the Stack as on a TUN without offload.
-
-namespace offload {
-
-namespace {
-
-constexpr uint8_t kPsh = 0x08;
-constexpr uint8_t kCwr = 0x80;
-
-// The TCP pseudo-header sum for `tcp_len` bytes, addresses read from the IP
-// header at `ip` (IPv4 when !v6).
-uint64_t pseudo_sum(const uint8_t* ip, bool v6, size_t tcp_len) {
-    uint8_t tail[8];
-    if (!v6) {
-        const uint64_t acc = csum_add(0, ip + kV4Src, 8);
-        tail[0] = 0;
-        tail[1] = kProtoTcp;
-        store16(tail + 2, static_cast<uint16_t>(tcp_len));
-        return csum_add(acc, tail, 4);
-    }
-    const uint64_t acc = csum_add(0, ip + kV6Src, 32);
-    store32(tail, static_cast<uint32_t>(tcp_len));
-    tail[4] = tail[5] = tail[6] = 0;
-    tail[7] = kProtoTcp;
-    return csum_add(acc, tail, 8);
-}
-
-void set_ipv4_checksum(uint8_t* ip) {
-    store16(ip + kV4Checksum, 0);
-    const uint16_t sum = static_cast<uint16_t>(~csum_fold(csum_add(0, ip, kIpv4HeaderLen)));
-    std::memcpy(ip + kV4Checksum, &sum, 2);
-}
-
-// The full TCP checksum of the `tcp_len` bytes after the IP header at `ip`.
-void set_tcp_checksum(uint8_t* ip, size_t ip_len, size_t tcp_len) {
-    uint8_t* t = ip + ip_len;
-    store16(t + kTcpChecksum, 0);
-    const uint64_t acc = pseudo_sum(ip, ip_len == kIpv6HeaderLen, tcp_len);
-    const uint16_t sum = static_cast<uint16_t>(~csum_fold(csum_add(acc, t, tcp_len)));
-    std::memcpy(t + kTcpChecksum, &sum, 2);
-}
-
-// What gso_run() needs to know of one packet; ip_len 0: it cannot be in a run.
-struct TxShape {
-    size_t ip_len = 0;
-    size_t tcp_len = 0;  // TCP header with options
-    size_t payload = 0;
-    uint32_t seq = 0;
-};
-
-TxShape tx_shape(ByteView p) {
-    TxShape s;
-    if (p.data == nullptr || p.size < kIpv4HeaderLen + kTcpHeaderLen) return s;
-    const uint8_t* b = p.data;
-    size_t ip_len = 0;
-    if (b[kV4VerIhl] == 0x45) {
-        if (load16(b + kV4TotalLen) != p.size) return s;
-        if (load16(b + kV4Frag) & (kIpv4FlagMf | kIpv4FragOffsetMask)) return s;
-        if (b[kV4Proto] != kProtoTcp) return s;
-        ip_len = kIpv4HeaderLen;
-    } else if ((b[0] >> 4) == 6) {
-        if (p.size < kIpv6HeaderLen + kTcpHeaderLen) return s;
-        if (kIpv6HeaderLen + load16(b + kV6PayloadLen) != p.size) return s;
-        if (b[kV6NextHeader] != kProtoTcp) return s;
-        ip_len = kIpv6HeaderLen;
-    } else {
-        return s;
-    }
-    const uint8_t* t = b + ip_len;
-    // Options are copied into every segment by the kernel (tcp_gso_segment),
-    // so packets with equal options (the linux profile's timestamps within
-    // one millisecond) coalesce like bare headers. PSH, set on each linux
-    // profile datagram, is kept by the kernel on the last segment only.
-    const size_t tcp_len = static_cast<size_t>(t[kTcpOffset] >> 4) * 4;
-    if ((t[kTcpOffset] & 0x0f) != 0 || tcp_len < kTcpHeaderLen) return s;
-    if (t[kTcpFlags] != kAck && t[kTcpFlags] != (kAck | kPsh)) return s;
-    if (p.size <= ip_len + tcp_len) return s;  // no payload
-    s.ip_len = ip_len;
-    s.tcp_len = tcp_len;
-    s.payload = p.size - ip_len - tcp_len;
-    s.seq = load32(t + kTcpSeq);
-    return s;
-}
-
-// Every header byte equal but the IP lengths, the IPv4 header checksum and
-// ID, the TCP seq and the TCP checksum (options included: tcp_len bytes).
-bool same_headers(const uint8_t* a, const uint8_t* b, size_t ip_len, size_t tcp_len) {
-    if (ip_len == kIpv4HeaderLen) {
-        if (std::memcmp(a, b, kV4TotalLen) != 0 ||
-            std::memcmp(a + kV4Frag, b + kV4Frag, kV4Checksum - kV4Frag) != 0 ||
-            std::memcmp(a + kV4Src, b + kV4Src, 8) != 0)
-            return false;
-    } else {
-        if (std::memcmp(a, b, kV6PayloadLen) != 0 ||
-            std::memcmp(a + kV6NextHeader, b + kV6NextHeader, kIpv6HeaderLen - kV6NextHeader) != 0)
-            return false;
-    }
-    const uint8_t* ta = a + ip_len;
-    const uint8_t* tb = b + ip_len;
-    return std::memcmp(ta, tb, kTcpSeq) == 0 &&
-           std::memcmp(ta + kTcpAck, tb + kTcpAck, kTcpChecksum - kTcpAck) == 0 &&
-           std::memcmp(ta + kTcpUrgent, tb + kTcpUrgent, tcp_len - kTcpUrgent) == 0;
-}
-
-// The kernel gives segment i of a TCPv4 super-packet the ID first + i
-// (inet_gso_segment; SKB_GSO_TCP_FIXEDID is not set for a TUN write), which is
-// the linux profile's per-packet counter; the phantun profile's fixed ID 0
-// comes out as 0, 1, 2... either way, as before. A run takes packets whose ID
-// is the first one's, or the first one's + i.
-bool id_fits_run(const uint8_t* first, const uint8_t* p, size_t i, size_t ip_len, bool& counting) {
-    if (ip_len != kIpv4HeaderLen) return true;
-    const uint16_t id0 = load16(first + kV4Id);
-    const uint16_t id = load16(p + kV4Id);
-    if (i == 1) counting = id != id0;
-    return id == (counting ? static_cast<uint16_t>(id0 + i) : id0);
-}
-
-}  // namespace
-
-void encode(const VnetHdr& h, uint8_t* out) {
-    out[0] = h.flags;
-    out[1] = h.gso_type;
-    std::memcpy(out + 2, &h.hdr_len, 2);
-    std::memcpy(out + 4, &h.gso_size, 2);
-    std::memcpy(out + 6, &h.csum_start, 2);
-    std::memcpy(out + 8, &h.csum_offset, 2);
-}
-
-VnetHdr decode(const uint8_t* in) {
-    VnetHdr h;
-    h.flags = in[0];
-    h.gso_type = in[1];
-    std::memcpy(&h.hdr_len, in + 2, 2);
-    std::memcpy(&h.gso_size, in + 4, 2);
-    std::memcpy(&h.csum_start, in + 6, 2);
-    std::memcpy(&h.csum_offset, in + 8, 2);
-    return h;
-}
-
-size_t gso_run(const ByteView* packets, size_t count) {
-    if (count == 0) return 0;
-    const TxShape first = tx_shape(packets[0]);
-    if (first.ip_len == 0) return 1;
-    size_t total = packets[0].size;
-    uint32_t next_seq = first.seq + static_cast<uint32_t>(first.payload);
-    const size_t limit = std::min(count, kMaxGsoSegments);
-    bool counting_ids = false;
-    size_t n = 1;
-    while (n < limit) {
-        const TxShape s = tx_shape(packets[n]);
-        if (s.ip_len != first.ip_len) break;       // not coalescable, or the other family
-        if (s.tcp_len != first.tcp_len) break;
-        if (s.payload > first.payload) break;      // segments are gso_size, the last may be shorter
-        if (s.seq != next_seq) break;              // the kernel advances seq by gso_size
-        if (total + s.payload > kMaxGsoPacket) break;
-        if (!same_headers(packets[0].data, packets[n].data, first.ip_len, first.tcp_len)) break;
-        if (!id_fits_run(packets[0].data, packets[n].data, n, first.ip_len, counting_ids)) break;
-        total += s.payload;
-        next_seq += static_cast<uint32_t>(s.payload);
-        ++n;
-        if (s.payload < first.payload) break;      // a shorter segment ends the run
-    }
-    return n;
-}
-
-size_t gso_header(const ByteView* packets, size_t run, uint8_t* out) {
-    if (run < 2 || gso_run(packets, run) != run) return 0;
-    const TxShape first = tx_shape(packets[0]);
-    const size_t ip_len = first.ip_len;
-    const size_t hdr = ip_len + first.tcp_len;
-    size_t total = hdr;
-    for (size_t i = 0; i < run; ++i) total += packets[i].size - hdr;
-
-    VnetHdr v;
-    v.flags = kNeedsCsum;
-    v.gso_type = ip_len == kIpv4HeaderLen ? kGsoTcpv4 : kGsoTcpv6;
-    v.hdr_len = static_cast<uint16_t>(hdr);
-    v.gso_size = static_cast<uint16_t>(first.payload);
-    v.csum_start = static_cast<uint16_t>(ip_len);
-    v.csum_offset = static_cast<uint16_t>(kTcpChecksum);
-    encode(v, out);
-
-    uint8_t* ip = out + kVnetHdrLen;
-    std::memcpy(ip, packets[0].data, hdr);
-    const size_t tcp_len = total - ip_len;
-    if (ip_len == kIpv4HeaderLen) {
-        store16(ip + kV4TotalLen, static_cast<uint16_t>(total));
-        set_ipv4_checksum(ip);
-    } else {
-        store16(ip + kV6PayloadLen, static_cast<uint16_t>(tcp_len));
-    }
-    // CHECKSUM_PARTIAL: the pseudo-header sum, folded, not complemented.
-    const uint16_t partial = csum_fold(pseudo_sum(ip, ip_len == kIpv6HeaderLen, tcp_len));
-    std::memcpy(ip + ip_len + kTcpChecksum, &partial, 2);
-    return kVnetHdrLen + hdr;
-}
-
-namespace {
-
-constexpr uint32_t kNoPacket = UINT32_MAX;
-
-// The bytes naming a packet's TCP flow: addresses and ports, contiguous when
-// the IP header has its fixed size. Empty for anything else.
-ByteView flow_key(ByteView p) {
-    if (p.data == nullptr || p.size < kIpv4HeaderLen + kTcpHeaderLen) return {};
-    const uint8_t* b = p.data;
-    if (b[kV4VerIhl] == 0x45 && b[kV4Proto] == kProtoTcp) return {b + kV4Src, 8 + 4};  // then the ports
-    if ((b[0] >> 4) == 6 && p.size >= kIpv6HeaderLen + kTcpHeaderLen && b[kV6NextHeader] == kProtoTcp)
-        return {b + kV6Src, 32 + 4};
-    return {};
-}
-
-// Not seeded: the keys are our own outgoing flows, which a peer cannot
-// choose freely, and a collision costs only a probe.
-uint32_t flow_hash(ByteView key) {
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < key.size; ++i) h = (h ^ key.data[i]) * 16777619u;
-    return h ^ (h >> 15);
-}
-
-}  // namespace
-
-void FlowGrouper::reserve(size_t count) {
-    if (next_.size() >= count && count > 0) return;
-    next_.assign(count, kNoPacket);
-    tail_.assign(count, kNoPacket);
-    heads_.assign(count, kNoPacket);
-    size_t table = 16;
-    while (table < 2 * count) table <<= 1;
-    slots_.assign(table, kNoPacket);
-}
-
-void FlowGrouper::group(const ByteView* packets, size_t count, uint32_t* order) {
-    if (count > next_.size()) reserve(count);
-    size_t mask = 16;
-    while (mask < 2 * count) mask <<= 1;
-    mask -= 1;  // a table of at least twice the packets: probes stay short
-    std::fill(slots_.begin(), slots_.begin() + static_cast<std::ptrdiff_t>(mask + 1), kNoPacket);
-    size_t flows = 0;
-    for (uint32_t i = 0; i < count; ++i) {
-        next_[i] = kNoPacket;
-        const ByteView key = flow_key(packets[i]);
-        if (key.size == 0) {  // not a flow we can name: a group of its own
-            tail_[i] = i;
-            heads_[flows++] = i;
-            continue;
-        }
-        size_t h = flow_hash(key) & mask;
-        for (;;) {
-            const uint32_t head = slots_[h];
-            if (head == kNoPacket) {
-                slots_[h] = i;
-                tail_[i] = i;
-                heads_[flows++] = i;
-                break;
-            }
-            const ByteView other = flow_key(packets[head]);
-            if (other.size == key.size && std::memcmp(other.data, key.data, key.size) == 0) {
-                next_[tail_[head]] = i;
-                tail_[head] = i;
-                break;
-            }
-            h = (h + 1) & mask;
-        }
-    }
-    size_t k = 0;
-    for (size_t f = 0; f < flows; ++f)
-        for (uint32_t j = heads_[f]; j != kNoPacket; j = next_[j]) order[k++] = j;
-}
-
-size_t coalesce(const ByteView* packets, size_t run, uint8_t* out, size_t cap) {
-    uint8_t hdr[kMaxGsoHeader];
-    const size_t hl = gso_header(packets, run, hdr);
-    if (hl == 0) return 0;
-    const size_t skip = hl - kVnetHdrLen;
-    size_t need = hl;
-    for (size_t i = 0; i < run; ++i) need += packets[i].size - skip;
-    if (need > cap) return 0;
-    std::memcpy(out, hdr, hl);
-    size_t pos = hl;
-    for (size_t i = 0; i < run; ++i) {
-        std::memcpy(out + pos, packets[i].data + skip, packets[i].size - skip);
-        pos += packets[i].size - skip;
-    }
-    return pos;
-}
-
-const char* to_string(RxDrop r) {
-    switch (r) {
-        case RxDrop::vnet_truncated: return "vnet_truncated";
-        case RxDrop::vnet_bad_flags: return "vnet_bad_flags";
-        case RxDrop::vnet_bad_gso_type: return "vnet_bad_gso_type";
-        case RxDrop::vnet_bad_gso_size: return "vnet_bad_gso_size";
-        case RxDrop::vnet_bad_csum: return "vnet_bad_csum";
-        case RxDrop::gso_family_mismatch: return "gso_family_mismatch";
-        case RxDrop::bad_ip_header: return "bad_ip_header";
-        case RxDrop::length_mismatch: return "length_mismatch";
-        case RxDrop::not_tcp: return "not_tcp";
-        case RxDrop::bad_tcp_header: return "bad_tcp_header";
-        case RxDrop::no_room: return "no_room";
-        case RxDrop::count_: break;
-    }
-    return "unknown";
-}
-
-size_t RxPacket::segment_size(size_t i) const {
-    if (kind != Kind::segments || i >= count) return 0;
-    const size_t payload = packet.size - header_len;
-    return header_len + std::min(gso_size, payload - i * gso_size);
-}
-
-RxPacket parse_rx(uint8_t* buf, size_t len, TcpChecksumFill fill) {
-    RxPacket rx;
-    auto drop = [&rx](RxDrop why) {
-        rx.kind = RxPacket::Kind::drop;
-        rx.drop = why;
-        return rx;
-    };
-    if (buf == nullptr || len < kVnetHdrLen) return drop(RxDrop::vnet_truncated);
-    const VnetHdr v = decode(buf);
-    uint8_t* p = buf + kVnetHdrLen;
-    const size_t n = len - kVnetHdrLen;
-    rx.packet = ByteView(p, n);
-
-    if (v.flags & ~(kNeedsCsum | kDataValid)) return drop(RxDrop::vnet_bad_flags);
-    const uint8_t gso = v.gso_type & static_cast<uint8_t>(~kGsoEcn);
-    if (v.gso_type != kGsoNone && gso != kGsoTcpv4 && gso != kGsoTcpv6)
-        return drop(RxDrop::vnet_bad_gso_type);
-    const bool needs_csum = (v.flags & kNeedsCsum) != 0;
-    // Whatever the kernel vouched for (faketcp.h, RxChecksum): its DATA_VALID,
-    // a partial sum, or GSO (only made of segments it verified or summed itself).
-    if ((v.flags & (kDataValid | kNeedsCsum)) != 0 || v.gso_type != kGsoNone)
-        rx.checksum = RxChecksum::kernel_verified;
-    if (v.gso_type == kGsoNone && !needs_csum) {
-        rx.kind = RxPacket::Kind::plain;  // nothing to do: the Stack checks the rest
-        return rx;
-    }
-    if (v.gso_type != kGsoNone && v.gso_size == 0) return drop(RxDrop::vnet_bad_gso_size);
-
-    // Header lengths come from the packet; hdr_len is only the kernel's hint
-    // about its linear part (wireguard-go: "don't trust hdrLen").
-    if (n == 0) return drop(RxDrop::bad_ip_header);
-    const uint8_t version = p[0] >> 4;
-    if ((gso == kGsoTcpv4 && version != 4) || (gso == kGsoTcpv6 && version != 6))
-        return drop(RxDrop::gso_family_mismatch);
-    size_t ip_len = 0;
-    if (version == 4) {
-        if (n < kIpv4HeaderLen || p[kV4VerIhl] != 0x45) return drop(RxDrop::bad_ip_header);
-        if (load16(p + kV4TotalLen) != n) return drop(RxDrop::length_mismatch);
-        if (csum_fold(csum_add(0, p, kIpv4HeaderLen)) != 0xffff) return drop(RxDrop::bad_ip_header);
-        if (load16(p + kV4Frag) & (kIpv4FlagMf | kIpv4FragOffsetMask)) return drop(RxDrop::bad_ip_header);
-        if (p[kV4Proto] != kProtoTcp) return drop(RxDrop::not_tcp);
-        ip_len = kIpv4HeaderLen;
-    } else if (version == 6) {
-        if (n < kIpv6HeaderLen) return drop(RxDrop::bad_ip_header);
-        if (kIpv6HeaderLen + load16(p + kV6PayloadLen) != n) return drop(RxDrop::length_mismatch);
-        if (is_ipv6_extension_header(p[kV6NextHeader])) return drop(RxDrop::bad_ip_header);
-        if (p[kV6NextHeader] != kProtoTcp) return drop(RxDrop::not_tcp);
-        ip_len = kIpv6HeaderLen;
-    } else {
-        return drop(RxDrop::bad_ip_header);
-    }
-    if (n - ip_len < kTcpHeaderLen) return drop(RxDrop::bad_tcp_header);
-    const size_t tcp_hdr = static_cast<size_t>(p[ip_len + kTcpOffset] >> 4) * 4;
-    if (tcp_hdr < kTcpHeaderLen || tcp_hdr > n - ip_len) return drop(RxDrop::bad_tcp_header);
-    if (needs_csum && (v.csum_start != ip_len || v.csum_offset != kTcpChecksum))
-        return drop(RxDrop::vnet_bad_csum);
-
-    const size_t header_len = ip_len + tcp_hdr;
-    const size_t payload = n - header_len;
-    if (v.gso_type == kGsoNone || payload <= v.gso_size) {
-        // One segment: complete its checksum here, in full, unless told not to.
-        if (fill == TcpChecksumFill::complete) set_tcp_checksum(p, ip_len, n - ip_len);
-        rx.kind = RxPacket::Kind::plain;
-        rx.checksummed = true;
-        return rx;
-    }
-    rx.kind = RxPacket::Kind::segments;
-    rx.header_len = header_len;
-    rx.gso_size = v.gso_size;
-    rx.count = (payload + rx.gso_size - 1) / rx.gso_size;
-    return rx;
-}
-
-size_t rx_segment(const RxPacket& rx, size_t i, uint8_t* out, TcpChecksumFill fill) {
-    const size_t size = rx.segment_size(i);
-    if (size == 0) return 0;
-    const uint8_t* p = rx.packet.data;
-    const bool v6 = (p[0] >> 4) == 6;
-    const size_t ip_len = v6 ? kIpv6HeaderLen : kIpv4HeaderLen;
-    const size_t offset = i * rx.gso_size;
-    std::memcpy(out, p, rx.header_len);
-    std::memcpy(out + rx.header_len, p + rx.header_len + offset, size - rx.header_len);
-    const size_t tcp_len = size - ip_len;
-    if (v6) {
-        store16(out + kV6PayloadLen, static_cast<uint16_t>(tcp_len));
-    } else {
-        store16(out + kV4TotalLen, static_cast<uint16_t>(size));
-        set_ipv4_checksum(out);
-    }
-    uint8_t* t = out + ip_len;
-    store32(t + kTcpSeq, load32(p + ip_len + kTcpSeq) + static_cast<uint32_t>(offset));
-    uint8_t flags = t[kTcpFlags];
-    if (i + 1 < rx.count) flags = static_cast<uint8_t>(flags & ~(kFin | kPsh));
-    if (i > 0) flags = static_cast<uint8_t>(flags & ~kCwr);
-    t[kTcpFlags] = flags;
-    // `leave`: the field keeps the super-packet's partial sum; the segment
-    // goes only to a Stack told the kernel verified it (RxChecksum).
-    if (fill == TcpChecksumFill::complete) set_tcp_checksum(out, ip_len, tcp_len);
-    return size;
-}
-
-SplitResult split(uint8_t* buf, size_t len, uint8_t* out, size_t cap, ByteView* segs,
-                  size_t max_segs) {
-    SplitResult r;
-    const RxPacket rx = parse_rx(buf, len);
-    switch (rx.kind) {
-        case RxPacket::Kind::drop:
-            r.drop = rx.drop;
-            return r;
-        case RxPacket::Kind::plain:
-            if (max_segs < 1) {
-                r.drop = RxDrop::no_room;
-                return r;
-            }
-            segs[0] = rx.packet;
-            r.count = 1;
-            return r;
-        case RxPacket::Kind::segments: {
-            if (rx.count > max_segs) {
-                r.drop = RxDrop::no_room;
-                return r;
-            }
-            size_t pos = 0;
-            for (size_t i = 0; i < rx.count; ++i) {
-                const size_t size = rx.segment_size(i);
-                if (cap - pos < size) {
-                    r.drop = RxDrop::no_room;
-                    return r;
-                }
-                rx_segment(rx, i, out + pos);
-                segs[i] = ByteView(out + pos, size);
-                pos += size;
-            }
-            r.count = rx.count;
-            return r;
-        }
-    }
-    return r;
-}
-
-}  // namespace offload
-
-// ===========================================================================
 // 7. StackDriver: TUN reads -> Stack -> events -> application; tx -> TUN.
+// The glue: batches and offloads are the Tun's (tun.cpp, TunBatch), the
+// protocol the Stack's; this only moves packets between them and events out.
 // ===========================================================================
-
-namespace {
-// With offload, reads are packed one after another into rx_, each with room
-// for the largest super-packet the kernel hands over (gso_max_size, 64 KiB
-// unless an administrator raised it) after the vnet header.
-constexpr size_t kOffloadReadMax = offload::kVnetHdrLen + 65536;
-constexpr size_t kOffloadRxBytes = 4 * kOffloadReadMax;
-// Segments split from super-packets. One 64 KiB super-packet of small
-// segments can need more; it is then handed over in chunks.
-constexpr size_t kOffloadSegBytes = 2 * 65536;
-static_assert(kTxHeadroom >= offload::kVnetHdrLen, "a plain packet's vnet header goes in its headroom");
-}  // namespace
 
 StackDriver::StackDriver(Stack& stack, Tun& tun, StackHandler& handler)
-    : stack_(stack), tun_(tun), handler_(handler) {
-    // A vnet-header TUN completes TCP checksums itself (TUN_F_CSUM): the stack
+    : stack_(stack),
+      tun_(tun),
+      handler_(handler),
+      io_(tun, stack.config().mtu, stack.config().tx_queue_capacity) {
+    // An offload TUN completes TCP checksums itself (TUN_F_CSUM): the stack
     // need not sum the payload of data segments.
-    stack.set_tx_checksum_offload(tun.vnet_hdr_len() != 0);
-    if (tun.vnet_hdr_len() != 0) {
-        rx_.assign(kOffloadRxBytes, 0);
-        seg_.assign(kOffloadSegBytes, 0);
-        tx_views_.assign(stack.config().tx_queue_capacity, ByteView());
-        tx_order_.assign(stack.config().tx_queue_capacity, 0);
-        grouper_ = offload::FlowGrouper(stack.config().tx_queue_capacity);
-        gso_tx_ = true;
-        return;
-    }
-    rx_stride_ = (size_t{stack.config().mtu} + 63) & ~size_t{63};
-    rx_.assign(rx_stride_ * kReadBatch, 0);
+    stack.set_tx_checksum_offload(tun.offload());
 }
 
 Status StackDriver::attach(Reactor& reactor) {
@@ -3155,93 +3238,26 @@ void StackDriver::detach(Reactor& reactor) {
     reactor.remove_handler(*this);
 }
 
-void StackDriver::on_readable(int fd, TimePoint now) {
-    size_t queue = 0;
-    while (queue < tun_.queue_count() && tun_.fd(queue) != fd) ++queue;
-    if (queue == tun_.queue_count()) return;
-    if (own_queue_ != kAllQueues && queue != own_queue_) return;  // not ours: another thread reads it
-    if (tun_.vnet_hdr_len() != 0) {
-        read_offload(queue, now);
-        return;
-    }
-    // A few batches per wakeup, then yield to the other fds (level-triggered
-    // epoll brings us back if more is pending).
-    for (int round = 0; round < 4; ++round) {
-        size_t got = 0;
-        for (; got < kReadBatch; ++got) {
-            uint8_t* buf = rx_.data() + got * rx_stride_;
-            long n = tun_.read(queue, buf, rx_stride_);
-            if (n < 0) {
-                if (n != -EAGAIN && n != -EINTR) ++tun_read_errors_;
-                break;
-            }
-            stack_.on_packet(ByteView(buf, static_cast<size_t>(n)), now);
-            if (stack_.tx_full()) flush();
-        }
-        // Datagram events point into rx_: deliver them before reusing it.
-        dispatch_events();
-        if (got < kReadBatch) return;
-    }
+size_t StackDriver::queue_of(int fd) const {
+    for (size_t q = 0; q < tun_.queue_count(); ++q)
+        if (tun_.fd(q) == fd) return own_queue_ == kAllQueues || own_queue_ == q ? q : kNoQueue;
+    return kNoQueue;
 }
 
-// The offload twin of the loop above. Reads are packed into rx_ and
-// super-packets split into seg_; datagram events point into both, so pending
-// events are dispatched before either is reused from its start. The
-// super-packet being split stays put in rx_ meanwhile.
-void StackDriver::read_offload(size_t queue, TimePoint now) {
-    for (int round = 0; round < 4; ++round) {
-        size_t rx_used = 0;
-        size_t seg_used = 0;
-        size_t got = 0;
-        for (; got < kReadBatch; ++got) {
-            if (rx_.size() - rx_used < kOffloadReadMax) {
-                dispatch_events();
-                rx_used = seg_used = 0;
-            }
-            uint8_t* buf = rx_.data() + rx_used;
-            const long n = tun_.read(queue, buf, kOffloadReadMax);
-            if (n < 0) {
-                if (n != -EAGAIN && n != -EINTR) ++tun_read_errors_;
-                break;
-            }
-            rx_used += static_cast<size_t>(n);
-            // What the kernel vouched for reaches the Stack without a TCP
-            // checksum computed or verified (faketcp.h, RxChecksum); a read
-            // without offload metadata is verified in full as before.
-            const offload::RxPacket rx =
-                offload::parse_rx(buf, static_cast<size_t>(n), offload::TcpChecksumFill::leave);
-            switch (rx.kind) {
-                case offload::RxPacket::Kind::drop:
-                    ++offload_stats_.rx_drops[static_cast<size_t>(rx.drop)];
-                    break;
-                case offload::RxPacket::Kind::plain:
-                    if (rx.checksummed) ++offload_stats_.partial_csum_reads;
-                    if (rx.checksum == RxChecksum::kernel_verified) ++offload_stats_.csum_trusted;
-                    stack_.on_packet(rx.packet, now, rx.checksum);
-                    break;
-                case offload::RxPacket::Kind::segments:
-                    ++offload_stats_.gro_reads;
-                    offload_stats_.gro_segments += rx.count;
-                    offload_stats_.csum_trusted += rx.count;
-                    for (size_t i = 0; i < rx.count; ++i) {
-                        const size_t size = rx.segment_size(i);
-                        if (seg_.size() - seg_used < size) {
-                            dispatch_events();  // events point into seg_: deliver before reuse
-                            seg_used = 0;
-                        }
-                        uint8_t* out = seg_.data() + seg_used;
-                        offload::rx_segment(rx, i, out, offload::TcpChecksumFill::leave);
-                        seg_used += size;
-                        stack_.on_packet(ByteView(out, size), now, rx.checksum);
-                        if (stack_.tx_full()) flush();
-                    }
-                    break;
-            }
+void StackDriver::on_readable(int fd, TimePoint now) {
+    const size_t queue = queue_of(fd);
+    if (queue == kNoQueue) return;  // not ours: another thread reads it
+    // A few batches, then yield to the other fds (level-triggered epoll
+    // brings us back if more is pending).
+    size_t budget = kReadsPerWakeup;
+    do {
+        budget -= tun_.read(queue, io_, budget);
+        for (size_t i = 0; i < io_.rx_count(); ++i) {
+            stack_.on_packet(io_.rx_packet(i), now, io_.rx_checksum(i));
             if (stack_.tx_full()) flush();
         }
-        dispatch_events();
-        if (got < kReadBatch) return;
-    }
+        dispatch_events();  // datagram events point into io_: deliver them before it is reused
+    } while (io_.rx_more());
 }
 
 void StackDriver::dispatch_events() {
@@ -3282,80 +3298,12 @@ Result<ConnId> StackDriver::connect(const Endpoint& remote, TimePoint now) {
 }
 
 void StackDriver::flush() {
-    size_t n = stack_.tx_count();
-    if (tun_.vnet_hdr_len() != 0) {
-        flush_offload(n);
-        stack_.tx_clear();
-        return;
+    for (size_t i = 0; i < stack_.tx_count(); ++i) {
+        const TxChecksum sum = stack_.tx_checksum_partial(i) ? TxChecksum::partial : TxChecksum::complete;
+        io_.add_tx(stack_.tx_packet_mutable(i), stack_.tx_packet(i).size, sum);
     }
-    for (size_t i = 0; i < n; ++i) {
-        ByteView p = stack_.tx_packet(i);
-        long r = tun_.write(next_tx_queue_, p.data, p.size);
-        if (r < 0) ++tun_write_errors_;  // ENOBUFS/EAGAIN: the datagram is lost, as with UDP
-    }
+    tun_.write(next_tx_queue_, io_);
     stack_.tx_clear();
-}
-
-// Packet i alone, behind an all-zero vnet header written into its headroom.
-long StackDriver::write_plain_vnet(size_t i) {
-    uint8_t* hdr = stack_.tx_packet_mutable(i) - offload::kVnetHdrLen;
-    offload::VnetHdr v;
-    if (stack_.tx_checksum_partial(i)) {  // the kernel (or the NIC) completes the sum
-        const bool v4 = (stack_.tx_packet(i).data[0] >> 4) == 4;
-        v.flags = offload::kNeedsCsum;
-        v.csum_start = static_cast<uint16_t>(v4 ? kIpv4HeaderLen : kIpv6HeaderLen);
-        v.csum_offset = static_cast<uint16_t>(kTcpChecksum);
-    }
-    offload::encode(v, hdr);
-    return tun_.write(next_tx_queue_, hdr, offload::kVnetHdrLen + stack_.tx_packet(i).size);
-}
-
-// Runs of equal-size consecutive segments go out as one super-packet: a
-// gather write of the GSO header and the payloads where the Stack queued
-// them, so nothing is copied. The rest goes out alone.
-void StackDriver::flush_offload(size_t count) {
-    if (tx_views_.size() < count) {  // only if the queue outgrew its config
-        tx_views_.resize(count);
-        tx_order_.resize(count);
-    }
-    for (size_t i = 0; i < count; ++i) tx_views_[i] = stack_.tx_packet(i);
-    if (gso_tx_ && count > 2) {
-        grouper_.group(tx_views_.data(), count, tx_order_.data());
-        for (size_t k = 0; k < count; ++k) tx_views_[k] = stack_.tx_packet(tx_order_[k]);
-    } else {
-        for (size_t k = 0; k < count; ++k) tx_order_[k] = static_cast<uint32_t>(k);
-    }
-    std::array<ByteView, offload::kMaxGsoSegments + 1> parts;
-    size_t i = 0;
-    while (i < count) {
-        const size_t run = gso_tx_ ? offload::gso_run(&tx_views_[i], count - i) : 1;
-        const size_t hl = run >= 2 ? offload::gso_header(&tx_views_[i], run, gso_hdr_.data()) : 0;
-        if (hl == 0) {
-            if (write_plain_vnet(tx_order_[i]) < 0) ++tun_write_errors_;
-            ++i;
-            continue;
-        }
-        const size_t skip = hl - offload::kVnetHdrLen;  // IP + TCP header, the same in every packet
-        parts[0] = ByteView(gso_hdr_.data(), hl);
-        for (size_t k = 0; k < run; ++k) {
-            const ByteView& p = tx_views_[i + k];
-            parts[k + 1] = ByteView(p.data + skip, p.size - skip);
-        }
-        const long r = tun_.writev(next_tx_queue_, parts.data(), run + 1);
-        if (r == -EINVAL) {
-            // This kernel refuses our super-packets: one by one from now on.
-            ++offload_stats_.gso_rejected;
-            gso_tx_ = false;
-            for (size_t k = 0; k < run; ++k)
-                if (write_plain_vnet(tx_order_[i + k]) < 0) ++tun_write_errors_;
-        } else if (r < 0) {
-            tun_write_errors_ += run;  // ENOBUFS/EAGAIN: the run is lost, as with UDP
-        } else {
-            ++offload_stats_.gso_writes;
-            offload_stats_.gso_segments += run;
-        }
-        i += run;
-    }
 }
 
 std::optional<TimePoint> StackDriver::next_deadline() const { return stack_.next_deadline(); }
@@ -3365,7 +3313,12 @@ void StackDriver::on_deadline(TimePoint now) {
     dispatch_events();
 }
 
-void StackDriver::on_batch_end(TimePoint /*now*/) {
+// Timers that came due during the batch (a later handler's on_deadline may
+// have sent or closed at `now`; an own loop may call this alone) run before
+// the flush, so their packets leave with this batch.
+void StackDriver::on_batch_end(TimePoint now) {
+    const std::optional<TimePoint> due = stack_.next_deadline();
+    if (due && *due <= now) stack_.on_timer(now);
     dispatch_events();
     flush();
 }

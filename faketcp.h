@@ -310,6 +310,13 @@ enum class RxChecksum : uint8_t {
     kernel_verified,
 };
 
+// What an output packet's TCP checksum field holds (Stack::tx_checksum_partial,
+// TunBatch::add_tx).
+enum class TxChecksum : uint8_t {
+    complete,  // the full sum: correct on any wire
+    partial,   // the folded pseudo-header sum only (CHECKSUM_PARTIAL): the device completes it
+};
+
 // What the stack's segments look like on the wire (README, "Wire format").
 enum class Profile : uint8_t {
     // phantun's fake-tcp: ISN 0, SYN options NOP + window scale 14, window
@@ -677,6 +684,11 @@ size_t gso_run(const ByteView* packets, size_t count);
 // bytes from (returned length - kVnetHdrLen) on: a gather write needs no copy.
 size_t gso_header(const ByteView* packets, size_t run, uint8_t* out);
 
+// The vnet header (kVnetHdrLen bytes into `out`) of `packet` written alone:
+// all zero, or for a partial TCP checksum {kNeedsCsum, csum_start = IP header
+// length, csum_offset = 16} so that the kernel completes it.
+void plain_header(ByteView packet, TxChecksum checksum, uint8_t* out);
+
 // gso_header() and the payloads, contiguous in `out`. Returns the size, or 0
 // when gso_header() refuses or `cap` is too small.
 size_t coalesce(const ByteView* packets, size_t run, uint8_t* out, size_t cap);
@@ -814,6 +826,8 @@ struct TunConfig {
     bool offload = true;
 };
 
+class TunBatch;
+
 class Tun {
 public:
     Tun() = default;
@@ -836,6 +850,28 @@ public:
     size_t queue_count() const { return fds_.size(); }
     int fd(size_t queue) const { return fds_[queue]; }
 
+    // --- Batches: what a Stack's driver uses (StackDriver, or your own loop) ---
+    //
+    // Reads what `queue` holds into `batch` (one TunBatch per thread), at most
+    // `max_reads` reads and what the batch has room for; the batch's previous
+    // packets are gone. With offload the virtio-net header never reaches the
+    // caller: a super-packet arrives as its segments (split by
+    // offload::rx_segment, chunk by chunk if it fills the batch), reads with
+    // bad offload metadata are dropped and counted (TunStats::rx_drops), and
+    // rx_checksum(i) says what the kernel vouched for. Returns the reads made;
+    // batch.rx_more() says whether to call again before waiting for the fd.
+    // Non-blocking.
+    size_t read(size_t queue, TunBatch& batch, size_t max_reads) const;
+    // Writes every packet added to `batch` (TunBatch::add_tx) on `queue`, in
+    // order within each flow, and empties it. With offload, runs of one flow's
+    // equal-size segments go out as one GSO super-packet (offload::gso_run,
+    // FlowGrouper), gathered from where the packets lie; the rest alone behind
+    // a vnet header written into their headroom. Nothing is copied. A failed
+    // write loses its packets, as with UDP (TunStats::write_errors).
+    void write(size_t queue, TunBatch& batch) const;
+
+    // --- Single packets, the raw device ---------------------------------------
+    //
     // One packet per call; non-blocking. Returns the byte count, or -errno
     // (-EAGAIN when nothing is ready / the queue is full). With offload(),
     // every packet read starts with a virtio-net header (vnet_hdr_len() bytes)
@@ -891,10 +927,11 @@ public:
     // Back to the kernel's automq.
     Status clear_steering();
 
-    // Threads: read(), write() and writev() touch only the queue's fd, so
-    // threads may call them at once on different queues (one StackDriver per
-    // queue, StackDriver::attach_queue). Anything else, and moving or
-    // destroying the Tun, must wait until those threads are done with it.
+    // Threads: read(), write() and writev() touch only the queue's fd (and the
+    // caller's batch), so threads may call them at once on different queues
+    // (one StackDriver per queue, StackDriver::attach_queue). Anything else,
+    // and moving or destroying the Tun, must wait until those threads are done
+    // with it.
 
 private:
     std::string name_;
@@ -903,6 +940,124 @@ private:
     size_t vnet_hdr_len_ = 0;
     std::string offload_note_;
     void close_all();
+};
+
+// What one TunBatch's reads and writes did (the offload counters stay zero
+// on a Tun without offload). Nothing but uint64_t, so that counters of
+// several threads add up field by field.
+struct TunStats {
+    uint64_t gso_writes = 0;         // super-packets written
+    uint64_t gso_segments = 0;       // segments they carried
+    uint64_t gso_rejected = 0;       // super-packets the kernel refused (EINVAL): GSO is then
+                                     // turned off for this batch and the run sent one by one
+    uint64_t gro_reads = 0;          // super-packets read
+    uint64_t gro_segments = 0;       // segments split from them
+    uint64_t partial_csum_reads = 0;  // NEEDS_CSUM reads without GSO (a local sender's partial
+                                      // sum, nothing to verify); counted in csum_trusted too
+    uint64_t csum_trusted = 0;       // packets and segments handed over as
+                                     // RxChecksum::kernel_verified (DATA_VALID, NEEDS_CSUM, GRO)
+    std::array<uint64_t, offload::kRxDropCount> rx_drops{};  // reads dropped, by reason
+    uint64_t read_errors = 0;        // reads that failed other than with EAGAIN/EINTR
+    uint64_t write_errors = 0;       // packets lost to failed writes (ENOBUFS, EAGAIN, ...)
+    uint64_t dropped(offload::RxDrop r) const { return rx_drops[static_cast<size_t>(r)]; }
+};
+
+// One thread's batches on a Tun: where Tun::read() leaves packets and where
+// Tun::write() takes them from, with the buffers, the GSO state and the
+// counters that go with them (wireguard-go's tun.Device Read(bufs)/Write(bufs)
+// in one object). Everything is sized at construction: no allocation per
+// packet. Received packets point into the batch until the next read with it.
+class TunBatch {
+public:
+    // Reads per Tun::read() at most (and plain packets a batch holds).
+    static constexpr size_t kMaxReads = 64;
+    // How reads and writes are framed: plain IP packets, or behind a
+    // virtio-net header (an offload Tun).
+    enum class Framing : uint8_t { plain, vnet };
+
+    // For `tun`, packets of up to `mtu` bytes (without offload; with it, up to
+    // 64 KiB super-packets), `tx_capacity` packets per write (more grow it).
+    TunBatch(const Tun& tun, uint32_t mtu, size_t tx_capacity);
+    TunBatch(Framing framing, uint32_t mtu, size_t tx_capacity);
+    Framing framing() const { return framing_; }
+
+    // --- Received by the last Tun::read(), valid until the next one.
+    size_t rx_count() const { return rx_count_; }
+    ByteView rx_packet(size_t i) const { return rx_[i].packet; }
+    RxChecksum rx_checksum(size_t i) const { return rx_[i].checksum; }  // for Stack::on_packet
+    // Call Tun::read() again now (with what is left of the budget): the batch
+    // filled up before the queue ran empty or `max_reads` were made, or a
+    // super-packet is half split (finished by the next calls even with a
+    // budget of 0, so that no segment waits for the next wakeup).
+    bool rx_more() const;
+
+    // --- To send with the next Tun::write(). `data` has kTxHeadroom writable
+    // bytes in front of it (Stack::tx_packet_mutable) and stays put until then.
+    void add_tx(uint8_t* data, size_t size, TxChecksum checksum);
+    size_t tx_count() const { return tx_.size(); }
+
+    const TunStats& stats() const { return stats_; }
+
+    // --- Device plumbing. Tun::read()/write() drive these around their
+    // syscalls; they are pure, so tests and fuzzers drive them with bytes.
+    //
+    // Receive: rx_begin(), then while rx_slot() gives room, read into it and
+    // rx_commit() the size (or rx_stop() on an error or EAGAIN).
+    void rx_begin(size_t max_reads);  // also splits more of a half-split super-packet
+    uint8_t* rx_slot(size_t& cap);    // nullptr: this batch takes no more reads
+    void rx_commit(size_t n);         // n bytes were read into the slot
+    void rx_stop(long err);           // the read failed with -err: EAGAIN/EINTR or counted
+    size_t rx_reads() const { return rx_reads_; }
+    // Transmit: tx_plan(), then for each tx_next() with parts, write them as
+    // one packet and hand the result to tx_done(); tx_clear() at the end.
+    struct Write {
+        const ByteView* parts = nullptr;  // gathered into one packet, vnet header first with offload
+        size_t count = 0;                 // 0: nothing left to write
+    };
+    void tx_plan();
+    Write tx_next();
+    void tx_done(long result);  // bytes written, or -errno
+    void tx_clear();
+
+private:
+    struct RxEntry {
+        ByteView packet;
+        RxChecksum checksum = RxChecksum::verify;
+    };
+    struct TxEntry {
+        uint8_t* data = nullptr;
+        size_t size = 0;
+        TxChecksum checksum = TxChecksum::complete;
+    };
+    void rx_add(ByteView packet, RxChecksum checksum) { rx_[rx_count_++] = RxEntry{packet, checksum}; }
+    void rx_accept(uint8_t* read, size_t n);
+    void split_pending();
+    Write tx_plain(size_t k);
+
+    Framing framing_ = Framing::plain;
+    TunStats stats_;
+    // Receive. Plain: kMaxReads slots of rx_stride_ bytes. Vnet: reads packed
+    // one after another, each with room for a 64 KiB super-packet, and the
+    // segments split from super-packets in seg_buf_.
+    std::vector<uint8_t> rx_buf_, seg_buf_;
+    size_t rx_stride_ = 0;
+    std::vector<RxEntry> rx_;
+    size_t rx_count_ = 0, rx_used_ = 0, seg_used_ = 0;
+    size_t rx_reads_ = 0, rx_max_reads_ = 0;
+    bool rx_drained_ = false;
+    offload::RxPacket pending_;  // a super-packet being split (kind segments)
+    size_t pending_next_ = 0;    // its next segment
+    // Transmit: the packets, the order to send them in (flows grouped), the
+    // views gso_run() looks at, and the write being made.
+    std::vector<TxEntry> tx_;
+    std::vector<uint32_t> tx_order_;
+    std::vector<ByteView> tx_views_;
+    offload::FlowGrouper grouper_;
+    bool gso_ = false;  // coalesce runs (vnet framing, not refused by the kernel)
+    size_t tx_pos_ = 0, tx_run_ = 0;  // the write tx_next() made: tx_order_[tx_pos_ .. + tx_run_)
+    bool tx_super_ = false;           // ... as a super-packet
+    std::array<uint8_t, offload::kMaxGsoHeader> gso_hdr_{};
+    std::array<ByteView, offload::kMaxGsoSegments + 1> parts_{};
 };
 
 // ---------------------------------------------------------------------------
@@ -1041,10 +1196,9 @@ public:
 
 class StackDriver : public Reactor::Handler {
 public:
-    // Reads per queue per batch (each buffer holds one MTU). With an offload
-    // Tun, reads are packed into 256 KiB (a read may be a 64 KiB super-packet)
-    // and split segments go to a 128 KiB buffer, chunk by chunk.
-    static constexpr size_t kReadBatch = 64;
+    // Reads per queue per batch (TunBatch::kMaxReads); a wakeup reads at most
+    // four batches' worth, then yields to the reactor's other fds.
+    static constexpr size_t kReadBatch = TunBatch::kMaxReads;
 
     StackDriver(Stack& stack, Tun& tun, StackHandler& handler);
     // Register every TUN queue with the reactor; packets are written on
@@ -1067,25 +1221,13 @@ public:
     void flush();
 
     Stack& stack() { return stack_; }
-    uint64_t tun_write_errors() const { return tun_write_errors_; }
-    uint64_t tun_read_errors() const { return tun_read_errors_; }
+    uint64_t tun_write_errors() const { return io_.stats().write_errors; }
+    uint64_t tun_read_errors() const { return io_.stats().read_errors; }
 
-    // What the device offloads did (all zero when the Tun has no offload).
-    struct OffloadStats {
-        uint64_t gso_writes = 0;         // super-packets written
-        uint64_t gso_segments = 0;       // segments they carried
-        uint64_t gso_rejected = 0;       // super-packets the kernel refused (EINVAL): GSO is then
-                                         // turned off for this driver and the run sent one by one
-        uint64_t gro_reads = 0;          // super-packets read
-        uint64_t gro_segments = 0;       // segments split from them
-        uint64_t partial_csum_reads = 0;  // NEEDS_CSUM reads without GSO (a local sender's partial
-                                          // sum, nothing to verify); counted in csum_trusted too
-        uint64_t csum_trusted = 0;       // packets and segments handed to the Stack as
-                                         // RxChecksum::kernel_verified (DATA_VALID, NEEDS_CSUM, GRO)
-        std::array<uint64_t, offload::kRxDropCount> rx_drops{};  // reads dropped, by reason
-        uint64_t dropped(offload::RxDrop r) const { return rx_drops[static_cast<size_t>(r)]; }
-    };
-    const OffloadStats& offload_stats() const { return offload_stats_; }
+    // What the device offloads did (all zero when the Tun has no offload):
+    // the driver's TunBatch counters.
+    using OffloadStats = TunStats;
+    const OffloadStats& offload_stats() const { return io_.stats(); }
 
     void on_readable(int fd, TimePoint now) override;
     std::optional<TimePoint> next_deadline() const override;
@@ -1093,31 +1235,17 @@ public:
     void on_batch_end(TimePoint now) override;
 
 private:
+    static constexpr size_t kReadsPerWakeup = 4 * kReadBatch;
+    static constexpr size_t kAllQueues = SIZE_MAX;
+    static constexpr size_t kNoQueue = SIZE_MAX;
+    size_t queue_of(int fd) const;  // kNoQueue: not a queue this driver reads
     void dispatch_events();
-    void read_offload(size_t queue, TimePoint now);
-    void flush_offload(size_t count);
-    long write_plain_vnet(size_t i);
     Stack& stack_;
     Tun& tun_;
     StackHandler& handler_;
-    // Without offload: kReadBatch buffers of rx_stride_ bytes. With offload:
-    // reads packed one after another, each with room for a 64 KiB super-packet.
-    std::vector<uint8_t> rx_;
-    size_t rx_stride_ = 0;
+    TunBatch io_;  // reads land here; the Stack's tx queue is written through it
     size_t next_tx_queue_ = 0;
-    static constexpr size_t kAllQueues = SIZE_MAX;
     size_t own_queue_ = kAllQueues;  // attach_queue(): the only queue read and written
-    uint64_t tun_write_errors_ = 0;
-    uint64_t tun_read_errors_ = 0;
-    // Offload only: segments split from super-packets (datagram events point
-    // here until dispatched), the tx queue as views, one super-packet header.
-    std::vector<uint8_t> seg_;
-    std::vector<ByteView> tx_views_;   // the tx queue in send order (flows grouped)
-    std::vector<uint32_t> tx_order_;   // tx_views_[k] is the Stack's packet tx_order_[k]
-    offload::FlowGrouper grouper_;
-    std::array<uint8_t, offload::kMaxGsoHeader> gso_hdr_{};
-    bool gso_tx_ = false;  // coalesce on flush (offload on, not rejected by the kernel)
-    OffloadStats offload_stats_;
 };
 
 }  // namespace faketcp

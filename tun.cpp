@@ -3,8 +3,9 @@
 // Owns everything between the Stack and the kernel's TUN driver: opening
 // /dev/net/tun (one fd per queue), naming the interface, setting its MTU and
 // link state through ioctl, adding its addresses through rtnetlink, and
-// moving one packet per read()/write(). The `ip` command is never run; the
-// few netlink messages needed are built by hand below, bounds-checked.
+// moving batches of packets (TunBatch), the virtio-net header, GRO split and
+// GSO coalescing kept behind them. The `ip` command is never run; the few
+// netlink messages needed are built by hand below, bounds-checked.
 //
 // Sections, in the order a device is set up:
 //   helpers      errno text, an owning fd
@@ -16,6 +17,7 @@
 //                link lookups
 //   steering     a hand-assembled eBPF program for TUNSETSTEERINGEBPF
 //   Tun          the public class
+//   batches      TunBatch, Tun::read/write of batches
 
 #include "faketcp.h"
 
@@ -1263,6 +1265,247 @@ long Tun::writev(size_t queue, const ByteView* parts, size_t count) const {
         if (n >= 0) return static_cast<long>(n);
         if (errno != EINTR) return -errno;
     }
+}
+
+
+// ---------------------------------------------------------------------------
+// Batches: TunBatch and Tun::read/write over it
+// ---------------------------------------------------------------------------
+//
+// The virtio-net header ends here: reads are checked and super-packets split
+// (offload::parse_rx, rx_segment), writes grouped by flow and coalesced
+// (offload::FlowGrouper, gso_run, gso_header), all pure functions of the
+// wire code in faketcp.cpp. TunBatch keeps the bookkeeping pure as well; only
+// Tun::read() and Tun::write() make syscalls.
+
+namespace {
+// With offload, reads are packed one after another into the batch, each with
+// room for the largest super-packet the kernel hands over (gso_max_size, 64
+// KiB unless an administrator raised it) after the vnet header.
+constexpr size_t kVnetReadMax = offload::kVnetHdrLen + 65536;
+constexpr size_t kVnetRxBytes = 4 * kVnetReadMax;
+// Segments split from super-packets. One 64 KiB super-packet of small
+// segments can need more, or more than kMaxSplitSegments: it is then handed
+// over in chunks, one batch each.
+constexpr size_t kSegBytes = 2 * 65536;
+constexpr size_t kMaxSplitSegments = 1024;
+static_assert(kTxHeadroom >= offload::kVnetHdrLen, "a plain packet's vnet header goes in its headroom");
+}  // namespace
+
+TunBatch::TunBatch(const Tun& tun, uint32_t mtu, size_t tx_capacity)
+    : TunBatch(tun.offload() ? Framing::vnet : Framing::plain, mtu, tx_capacity) {}
+
+TunBatch::TunBatch(Framing framing, uint32_t mtu, size_t tx_capacity)
+    : framing_(framing), grouper_(framing == Framing::vnet ? tx_capacity : 0), gso_(framing == Framing::vnet) {
+    if (framing == Framing::vnet) {
+        rx_buf_.assign(kVnetRxBytes, 0);
+        seg_buf_.assign(kSegBytes, 0);
+        rx_.resize(kMaxReads + kMaxSplitSegments);
+    } else {
+        rx_stride_ = (std::max<size_t>(mtu, 1) + 63) & ~size_t{63};
+        rx_buf_.assign(rx_stride_ * kMaxReads, 0);
+        rx_.resize(kMaxReads);
+    }
+    tx_.reserve(tx_capacity);
+    tx_order_.resize(tx_capacity);
+    tx_views_.resize(tx_capacity);
+}
+
+// --- receive -----------------------------------------------------------------
+
+bool TunBatch::rx_more() const {
+    const bool splitting = pending_next_ < pending_.count;
+    return !rx_drained_ && (splitting || rx_reads_ < rx_max_reads_);
+}
+
+void TunBatch::rx_begin(size_t max_reads) {
+    rx_count_ = 0;
+    seg_used_ = 0;
+    rx_reads_ = 0;
+    rx_max_reads_ = max_reads;
+    rx_drained_ = false;
+    split_pending();  // the super-packet being split stays where it was read meanwhile
+    if (pending_next_ >= pending_.count) rx_used_ = 0;
+}
+
+uint8_t* TunBatch::rx_slot(size_t& cap) {
+    if (rx_drained_ || rx_reads_ >= rx_max_reads_ || rx_count_ >= rx_.size()) return nullptr;
+    if (framing_ == Framing::plain) {
+        cap = rx_stride_;
+        return rx_buf_.data() + rx_count_ * rx_stride_;
+    }
+    if (pending_next_ < pending_.count || rx_buf_.size() - rx_used_ < kVnetReadMax) return nullptr;
+    cap = kVnetReadMax;
+    return rx_buf_.data() + rx_used_;
+}
+
+void TunBatch::rx_commit(size_t n) {
+    size_t cap = 0;
+    uint8_t* read = rx_slot(cap);
+    if (read == nullptr) return;  // no slot was given out: nothing was read into one
+    ++rx_reads_;
+    n = std::min(n, cap);
+    if (framing_ == Framing::plain) {
+        rx_add(ByteView(read, n), RxChecksum::verify);  // the Stack checks every byte
+        return;
+    }
+    rx_used_ += n;
+    rx_accept(read, n);
+}
+
+void TunBatch::rx_stop(long err) {
+    if (err != EAGAIN && err != EINTR) ++stats_.read_errors;
+    rx_drained_ = true;
+}
+
+// One read from an offload TUN. What the kernel vouched for reaches the Stack
+// without a TCP checksum computed or verified (faketcp.h, RxChecksum); a read
+// without offload metadata is verified in full there.
+void TunBatch::rx_accept(uint8_t* read, size_t n) {
+    const offload::RxPacket rx = offload::parse_rx(read, n, offload::TcpChecksumFill::leave);
+    switch (rx.kind) {
+        case offload::RxPacket::Kind::drop:
+            ++stats_.rx_drops[static_cast<size_t>(rx.drop)];
+            return;
+        case offload::RxPacket::Kind::plain:
+            if (rx.checksummed) ++stats_.partial_csum_reads;
+            if (rx.checksum == RxChecksum::kernel_verified) ++stats_.csum_trusted;
+            rx_add(rx.packet, rx.checksum);
+            return;
+        case offload::RxPacket::Kind::segments:
+            ++stats_.gro_reads;
+            stats_.gro_segments += rx.count;
+            stats_.csum_trusted += rx.count;
+            pending_ = rx;
+            pending_next_ = 0;
+            split_pending();
+            return;
+    }
+}
+
+// As many segments of the pending super-packet as the batch holds.
+void TunBatch::split_pending() {
+    while (pending_next_ < pending_.count && rx_count_ < rx_.size()) {
+        const size_t size = pending_.segment_size(pending_next_);
+        if (seg_buf_.size() - seg_used_ < size) return;
+        uint8_t* out = seg_buf_.data() + seg_used_;
+        offload::rx_segment(pending_, pending_next_, out, offload::TcpChecksumFill::leave);
+        seg_used_ += size;
+        rx_add(ByteView(out, size), pending_.checksum);
+        ++pending_next_;
+    }
+}
+
+size_t Tun::read(size_t queue, TunBatch& batch, size_t max_reads) const {
+    batch.rx_begin(max_reads);
+    if (queue >= fds_.size() || (batch.framing() == TunBatch::Framing::vnet) != offload()) {
+        batch.rx_stop(EINVAL);  // a batch made for another Tun, or no such queue
+        return 0;
+    }
+    size_t cap = 0;
+    while (uint8_t* slot = batch.rx_slot(cap)) {
+        const long n = read(queue, slot, cap);
+        if (n < 0) {
+            batch.rx_stop(-n);
+            break;
+        }
+        batch.rx_commit(static_cast<size_t>(n));
+    }
+    return batch.rx_reads();
+}
+
+// --- transmit ----------------------------------------------------------------
+
+void TunBatch::add_tx(uint8_t* data, size_t size, TxChecksum checksum) {
+    tx_.push_back(TxEntry{data, size, checksum});  // allocates only past the capacity
+}
+
+void TunBatch::tx_clear() {
+    tx_.clear();
+    tx_pos_ = tx_run_ = 0;
+}
+
+// The send order: each flow's packets next to each other, so that gso_run()
+// finds their runs (FlowGrouper), when there is anything to coalesce.
+void TunBatch::tx_plan() {
+    const size_t count = tx_.size();
+    if (tx_order_.size() < count) {  // only if the queue outgrew its capacity
+        tx_order_.resize(count);
+        tx_views_.resize(count);
+    }
+    for (size_t k = 0; k < count; ++k) tx_views_[k] = ByteView(tx_[k].data, tx_[k].size);
+    if (gso_ && count > 2) {
+        grouper_.group(tx_views_.data(), count, tx_order_.data());
+        for (size_t k = 0; k < count; ++k) tx_views_[k] = ByteView(tx_[tx_order_[k]].data, tx_[tx_order_[k]].size);
+    } else {
+        for (size_t k = 0; k < count; ++k) tx_order_[k] = static_cast<uint32_t>(k);
+    }
+    tx_pos_ = tx_run_ = 0;
+}
+
+// A run of equal-size segments goes out as one super-packet: a gather write
+// of the GSO header and the payloads where they lie, so nothing is copied.
+TunBatch::Write TunBatch::tx_next() {
+    if (tx_pos_ >= tx_.size()) return Write{};
+    const ByteView* views = &tx_views_[tx_pos_];
+    const size_t left = tx_.size() - tx_pos_;
+    const size_t run = gso_ ? offload::gso_run(views, left) : 1;
+    const size_t hl = run >= 2 ? offload::gso_header(views, run, gso_hdr_.data()) : 0;
+    if (hl == 0) return tx_plain(tx_pos_);
+    const size_t skip = hl - offload::kVnetHdrLen;  // IP + TCP header, the same in every packet
+    parts_[0] = ByteView(gso_hdr_.data(), hl);
+    for (size_t k = 0; k < run; ++k) parts_[k + 1] = ByteView(views[k].data + skip, views[k].size - skip);
+    tx_run_ = run;
+    tx_super_ = true;
+    return Write{parts_.data(), run + 1};
+}
+
+// Packet k of the send order alone, behind a vnet header written into its
+// headroom when the Tun has offload.
+TunBatch::Write TunBatch::tx_plain(size_t k) {
+    const TxEntry& e = tx_[tx_order_[k]];
+    tx_run_ = 1;
+    tx_super_ = false;
+    if (framing_ == Framing::plain) {
+        parts_[0] = ByteView(e.data, e.size);
+    } else {
+        uint8_t* hdr = e.data - offload::kVnetHdrLen;
+        offload::plain_header(ByteView(e.data, e.size), e.checksum, hdr);
+        parts_[0] = ByteView(hdr, offload::kVnetHdrLen + e.size);
+    }
+    return Write{parts_.data(), 1};
+}
+
+void TunBatch::tx_done(long result) {
+    if (tx_super_ && result == -EINVAL) {
+        // This kernel refuses our super-packets: the run again one by one, and
+        // every packet from now on.
+        ++stats_.gso_rejected;
+        gso_ = false;
+    } else if (result < 0) {
+        stats_.write_errors += tx_run_;  // ENOBUFS/EAGAIN: lost, as with UDP
+        tx_pos_ += tx_run_;
+    } else {
+        if (tx_super_) {
+            ++stats_.gso_writes;
+            stats_.gso_segments += tx_run_;
+        }
+        tx_pos_ += tx_run_;
+    }
+    tx_run_ = 0;
+    tx_super_ = false;
+}
+
+void Tun::write(size_t queue, TunBatch& batch) const {
+    // A batch made for another Tun: every write fails, as on a queue it lacks.
+    const bool fits = (batch.framing() == TunBatch::Framing::vnet) == offload();
+    batch.tx_plan();
+    for (TunBatch::Write w = batch.tx_next(); w.count != 0; w = batch.tx_next()) {
+        long r = -EINVAL;
+        if (fits) r = w.count == 1 ? write(queue, w.parts[0].data, w.parts[0].size) : writev(queue, w.parts, w.count);
+        batch.tx_done(r);
+    }
+    batch.tx_clear();
 }
 
 

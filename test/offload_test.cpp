@@ -726,6 +726,215 @@ TEST_CASE("offload: GRO segments split without a TCP checksum reach the Stack by
 }
 
 // ---------------------------------------------------------------------------
+// TunBatch without a device: the bookkeeping Tun::read() and Tun::write()
+// drive around their syscalls, fed here with bytes.
+// ---------------------------------------------------------------------------
+
+namespace {
+
+// Hands `reads[next..]` to `b` as Tun::read() does, EAGAIN once they run
+// out. Returns the reads the batch took.
+size_t feed(ft::TunBatch& b, const std::vector<Bytes>& reads, size_t& next, size_t max_reads) {
+    b.rx_begin(max_reads);
+    size_t cap = 0;
+    while (uint8_t* slot = b.rx_slot(cap)) {
+        if (next == reads.size()) {
+            b.rx_stop(EAGAIN);
+            break;
+        }
+        REQUIRE(reads[next].size() <= cap);
+        std::memcpy(slot, reads[next].data(), reads[next].size());
+        b.rx_commit(reads[next].size());
+        ++next;
+    }
+    return b.rx_reads();
+}
+
+Bytes rx_bytes(const ft::TunBatch& b, size_t i) { return Bytes(b.rx_packet(i).begin(), b.rx_packet(i).end()); }
+
+// Packets as the Stack queues them: kTxHeadroom writable bytes in front.
+struct TxBuffers {
+    std::vector<Bytes> bufs;
+    void add(ft::TunBatch& b, const Bytes& pkt, ft::TxChecksum sum = ft::TxChecksum::complete) {
+        bufs.push_back(Bytes(ft::kTxHeadroom, 0xee));
+        bufs.back().insert(bufs.back().end(), pkt.begin(), pkt.end());
+        b.add_tx(bufs.back().data() + ft::kTxHeadroom, pkt.size(), sum);
+    }
+};
+
+// Every write a Tun::write() of `b` would make, its parts joined, each
+// answered with `result` (0: success, the byte count).
+std::vector<Bytes> drain_writes(ft::TunBatch& b, long result = 0) {
+    std::vector<Bytes> writes;
+    b.tx_plan();
+    for (ft::TunBatch::Write w = b.tx_next(); w.count != 0; w = b.tx_next()) {
+        Bytes joined;
+        for (size_t k = 0; k < w.count; ++k) joined.insert(joined.end(), w.parts[k].begin(), w.parts[k].end());
+        writes.push_back(joined);
+        b.tx_done(result != 0 ? result : long(joined.size()));
+        REQUIRE(writes.size() < 10000);
+    }
+    b.tx_clear();
+    return writes;
+}
+
+}  // namespace
+
+TEST_CASE("TunBatch: plain reads fill up to kMaxReads slots; rx_more until the queue is empty or the budget spent") {
+    ft::TunBatch b(ft::TunBatch::Framing::plain, 1500, 16);
+    std::vector<Bytes> reads;
+    for (size_t i = 0; i < 150; ++i) reads.push_back(encode(kOut4.data(uint32_t(1 + i * 100), 1, payload(i, 100))));
+    size_t next = 0;
+    CHECK(feed(b, reads, next, 256) == ft::TunBatch::kMaxReads);
+    REQUIRE(b.rx_count() == ft::TunBatch::kMaxReads);
+    CHECK(b.rx_more());  // full, budget left
+    for (size_t i = 0; i < b.rx_count(); ++i) {
+        CAPTURE(i);
+        CHECK(rx_bytes(b, i) == reads[i]);
+        CHECK(b.rx_checksum(i) == ft::RxChecksum::verify);
+    }
+    CHECK(feed(b, reads, next, 192) == 64);
+    CHECK(rx_bytes(b, 0) == reads[64]);
+    CHECK(feed(b, reads, next, 128) == 22);
+    CHECK(b.rx_count() == 22);
+    CHECK_FALSE(b.rx_more());  // EAGAIN: the queue is empty
+    next = 0;
+    CHECK(feed(b, reads, next, 10) == 10);
+    CHECK_FALSE(b.rx_more());  // the budget is spent: epoll brings the reader back
+    CHECK(b.stats().read_errors == 0);
+    b.rx_begin(64);
+    b.rx_stop(EIO);
+    CHECK(b.stats().read_errors == 1);
+    CHECK(b.rx_count() == 0);
+    CHECK_FALSE(b.rx_more());
+}
+
+TEST_CASE("TunBatch: an offload read arrives without its vnet header, a super-packet as its segments") {
+    for (bool v6 : {false, true}) {
+        CAPTURE(v6);
+        const Path& out = v6 ? kOut6 : kOut4;
+        const auto originals = encode_all(burst(out, 1, 1, 40, 1000, 456));
+        const Bytes plain = encode(out.data(99, 1, payload(7, 300)));
+        const std::vector<Bytes> reads = {cat(vnet(0, 0, 0, 0, 0, 0), plain), coalesced(originals, 0, 40),
+                                          cat(vnet(0x80, 0, 0, 0, 0, 0), plain)};
+        ft::TunBatch b(ft::TunBatch::Framing::vnet, 1500, 16);
+        size_t next = 0;
+        CHECK(feed(b, reads, next, 64) == 3);
+        CHECK_FALSE(b.rx_more());
+        REQUIRE(b.rx_count() == 41);
+        CHECK(rx_bytes(b, 0) == plain);
+        CHECK(b.rx_checksum(0) == ft::RxChecksum::verify);  // no offload metadata: the Stack sums it
+        for (size_t i = 0; i < 40; ++i) {
+            CAPTURE(i);
+            Bytes seg = rx_bytes(b, i + 1);
+            REQUIRE(seg.size() == originals[i].size());
+            const size_t ck = tcp_checksum_at(seg);
+            seg[ck] = originals[i][ck];  // left as read (TcpChecksumFill::leave) ...
+            seg[ck + 1] = originals[i][ck + 1];
+            CHECK(seg == originals[i]);  // ... and nothing else differs
+            CHECK(b.rx_checksum(i + 1) == ft::RxChecksum::kernel_verified);
+        }
+        CHECK(b.stats().gro_reads == 1);
+        CHECK(b.stats().gro_segments == 40);
+        CHECK(b.stats().csum_trusted == 40);
+        CHECK(b.stats().dropped(RxDrop::vnet_bad_flags) == 1);
+    }
+}
+
+TEST_CASE("TunBatch: 8000 tiny segments are handed over in chunks, the last ones past the read budget") {
+    Bytes tiny(64000);
+    for (size_t k = 0; k < tiny.size(); ++k) tiny[k] = uint8_t(k / 8 + k);
+    const std::vector<Bytes> reads = {cat(vnet(ofl::kNeedsCsum, ofl::kGsoTcpv4, 40, 8, 20, 16),
+                                          encode(kOut4.data(123456, 1, tiny)))};
+    ft::TunBatch b(ft::TunBatch::Framing::vnet, 1500, 16);
+    size_t next = 0;
+    Bytes joined;
+    uint32_t want_seq = 123456;
+    size_t segments = 0, batches = 0;
+    size_t budget = 1;
+    do {
+        budget -= feed(b, reads, next, budget);
+        ++batches;
+        for (size_t i = 0; i < b.rx_count(); ++i) {
+            const Seg s = decode(b.rx_packet(i));
+            CHECK(s.seq == want_seq);
+            want_seq += uint32_t(s.payload.size());
+            joined.insert(joined.end(), s.payload.begin(), s.payload.end());
+            ++segments;
+        }
+        REQUIRE(batches < 100);
+    } while (b.rx_more());
+    CHECK(segments == 8000);
+    CHECK(joined == tiny);
+    CHECK(batches > 2);
+    CHECK(b.stats().gro_segments == 8000);
+}
+
+TEST_CASE("TunBatch: round-robin flows leave as one super-packet each, which split back to the packets") {
+    ft::TunBatch b(ft::TunBatch::Framing::vnet, 1500, 64);
+    TxBuffers tx;
+    std::vector<std::vector<Bytes>> flows(4);
+    for (size_t i = 0; i < 10; ++i)
+        for (size_t f = 0; f < 4; ++f) {
+            const Path path{{kStack4, uint16_t(41000 + f)}, {kPeer4, 4567}};
+            flows[f].push_back(encode(path.data(uint32_t(1 + i * 1000), 1, payload(i, 1000))));
+            tx.add(b, flows[f].back());
+        }
+    CHECK(b.tx_count() == 40);
+    const auto writes = drain_writes(b);
+    REQUIRE(writes.size() == 4);
+    for (size_t f = 0; f < 4; ++f) {
+        CAPTURE(f);
+        const Split s = split_all(writes[f]);
+        CHECK(s.segs == flows[f]);
+    }
+    CHECK(b.stats().gso_writes == 4);
+    CHECK(b.stats().gso_segments == 40);
+    CHECK(b.tx_count() == 0);
+}
+
+TEST_CASE("TunBatch: a refused super-packet goes out one by one, and GSO stays off; failed writes are counted") {
+    ft::TunBatch b(ft::TunBatch::Framing::vnet, 1500, 64);
+    TxBuffers tx;
+    const auto pkts = encode_all(burst(kOut4, 1, 1, 10, 1000));
+    for (const Bytes& p : pkts) tx.add(b, p, ft::TxChecksum::partial);
+    b.tx_plan();
+    ft::TunBatch::Write w = b.tx_next();
+    CHECK(w.count == 11);
+    b.tx_done(-EINVAL);
+    CHECK(b.stats().gso_rejected == 1);
+    std::vector<Bytes> singles;
+    for (w = b.tx_next(); w.count != 0; w = b.tx_next()) {
+        REQUIRE(w.count == 1);
+        singles.emplace_back(w.parts[0].begin(), w.parts[0].end());
+        b.tx_done(long(w.parts[0].size));
+    }
+    b.tx_clear();
+    REQUIRE(singles.size() == 10);
+    for (size_t i = 0; i < 10; ++i) {
+        CAPTURE(i);
+        // NEEDS_CSUM at the TCP checksum: the kernel completes the partial sum.
+        CHECK(singles[i] == cat(vnet(ofl::kNeedsCsum, 0, 0, 0, 20, 16), pkts[i]));
+    }
+    for (const Bytes& p : pkts) tx.add(b, p);
+    const auto again = drain_writes(b, -ENOBUFS);
+    CHECK(again.size() == 10);  // GSO stays off
+    CHECK(again[0] == cat(vnet(0, 0, 0, 0, 0, 0), pkts[0]));
+    CHECK(b.stats().write_errors == 10);
+    CHECK(b.stats().gso_writes == 0);
+}
+
+TEST_CASE("TunBatch: without offload every packet is written as it is, in order") {
+    ft::TunBatch b(ft::TunBatch::Framing::plain, 1500, 2);  // grows past its capacity
+    TxBuffers tx;
+    const auto pkts = encode_all(burst(kOut6, 1, 1, 5, 700));
+    for (const Bytes& p : pkts) tx.add(b, p, ft::TxChecksum::complete);
+    CHECK(drain_writes(b) == pkts);
+    CHECK(b.stats().gso_writes == 0);
+    CHECK(b.stats().write_errors == 0);
+}
+
+// ---------------------------------------------------------------------------
 // StackDriver over real TUN devices (root only), in a network namespace of
 // its own that disappears with the test: two TUNs, IP forwarding between them.
 // ---------------------------------------------------------------------------
