@@ -4,7 +4,7 @@
 //   1. errors and addresses   — Status, Errc, IpAddr/Endpoint parsing and printing
 //   2. wire                   — byte helpers, checksums, the checked IP/TCP view, decode, encode
 //   2b. device offload        — virtio-net headers, GSO coalesce, GRO split (pure functions)
-//   3. connection             — per-connection state and sequence arithmetic
+//   3. connection             — Conn and the state machine: functions over a Conn that return Reply values
 //   4. table                  — slots, the 4-tuple index, the timers, keys and generators
 //   5. stack                  — the queues, demux, the application's calls (on section 3's machine)
 //   6. reactor                — epoll and deadlines
