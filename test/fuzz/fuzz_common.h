@@ -2,6 +2,7 @@
 // records the input) and an independent validator for emitted packets.
 #pragma once
 #include "faketcp.h"
+#include "test/bytes.h"
 
 #include <cstdint>
 #include <cstdio>
@@ -27,16 +28,6 @@ struct Input {
     uint32_t u32() { return uint32_t{u16()} << 16 | u16(); }
     bool done() const { return n == 0; }
 };
-
-uint32_t sum16(const uint8_t* p, size_t n, uint32_t acc = 0) {
-    for (size_t i = 0; i + 1 < n; i += 2) acc += uint32_t(p[i] << 8 | p[i + 1]);
-    if (n & 1) acc += uint32_t(p[n - 1] << 8);
-    return acc;
-}
-uint16_t fold(uint32_t acc) {
-    while (acc >> 16) acc = (acc & 0xffff) + (acc >> 16);
-    return static_cast<uint16_t>(acc);
-}
 
 // Independent check of an emitted packet.
 void check_emitted(faketcp::ByteView p) {

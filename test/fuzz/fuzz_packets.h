@@ -9,16 +9,6 @@
 
 namespace {
 
-uint16_t be16(const uint8_t* p) { return uint16_t(p[0] << 8 | p[1]); }
-uint32_t be32(const uint8_t* p) { return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3]; }
-void put16(uint8_t* p, uint16_t v) {
-    p[0] = uint8_t(v >> 8);
-    p[1] = uint8_t(v);
-}
-void put32(uint8_t* p, uint32_t v) {
-    put16(p, uint16_t(v >> 16));
-    put16(p + 2, uint16_t(v));
-}
 
 // A fake-TCP data segment as the Stack emits it, with valid checksums.
 struct Spec {

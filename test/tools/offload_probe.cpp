@@ -34,29 +34,13 @@
 #include <vector>
 
 #include "faketcp.h"
+#include "test/bytes.h"
 
 using namespace faketcp;
 namespace ofl = faketcp::offload;
 
 namespace {
 
-uint32_t sum16(const uint8_t* p, size_t n, uint32_t acc = 0) {
-    for (size_t i = 0; i + 1 < n; i += 2) acc += uint32_t(p[i] << 8 | p[i + 1]);
-    if (n & 1) acc += uint32_t(p[n - 1] << 8);
-    return acc;
-}
-uint16_t fold(uint32_t acc) {
-    while (acc >> 16) acc = (acc & 0xffff) + (acc >> 16);
-    return uint16_t(acc);
-}
-void put16(uint8_t* p, uint16_t v) {
-    p[0] = uint8_t(v >> 8);
-    p[1] = uint8_t(v);
-}
-void put32(uint8_t* p, uint32_t v) {
-    put16(p, uint16_t(v >> 16));
-    put16(p + 2, uint16_t(v));
-}
 
 // A fake-TCP data segment, as the Stack builds it (ID 0, DF, TTL 64, ACK).
 std::vector<uint8_t> segment(const IpAddr& src, const IpAddr& dst, uint16_t sport, uint16_t dport,
