@@ -13,16 +13,8 @@ SFX=$(head -c4 /dev/urandom | od -An -tx1 | tr -d ' \n')
 A=obA-$SFX
 B=obB-$SFX
 trap 'ip netns del $A 2>/dev/null; ip netns del $B 2>/dev/null' EXIT
-ip netns add "$A" && ip netns add "$B" || exit 1
-ip -n "$A" link add vA type veth peer name vB netns "$B"
-ip -n "$A" addr add 192.168.78.1/24 dev vA
-ip -n "$B" addr add 192.168.78.2/24 dev vB
-for n in "$A" "$B"; do
-    ip -n "$n" link set lo up
-    ip netns exec "$n" sysctl -qw net.ipv4.ip_forward=1
-done
-ip -n "$A" link set vA up
-ip -n "$B" link set vB up
+source "$(dirname "${BASH_SOURCE[0]}")/veth_pair.sh"
+veth_pair "$A" "$B" 192.168.78 || exit 1
 ip -n "$A" route add 10.98.0.0/24 via 192.168.78.2
 ip -n "$B" route add blackhole 10.98.0.0/24
 

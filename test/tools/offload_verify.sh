@@ -34,16 +34,8 @@ cleanup() {
 trap cleanup EXIT
 
 # ---- topology
-ip netns add "$A" && ip netns add "$B" || exit 1
-ip -n "$A" link add vA type veth peer name vB netns "$B"
-ip -n "$A" addr add 192.168.77.1/24 dev vA
-ip -n "$B" addr add 192.168.77.2/24 dev vB
-for n in "$A" "$B"; do
-    ip -n "$n" link set lo up
-    ip netns exec "$n" sysctl -qw net.ipv4.ip_forward=1
-done
-ip -n "$A" link set vA up
-ip -n "$B" link set vB up
+source "$(dirname "${BASH_SOURCE[0]}")/veth_pair.sh"
+veth_pair "$A" "$B" 192.168.77 || exit 1
 ip -n "$B" route add 10.77.0.0/24 via 192.168.77.1
 ip -n "$A" route add 10.88.0.0/24 via 192.168.77.2
 
