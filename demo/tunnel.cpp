@@ -208,7 +208,7 @@ struct Worker {
 
 // Builds and registers worker `index` of `count`; null after logging why not.
 std::unique_ptr<Worker> make_worker(const TunnelSetup& setup, Tun& tun, uint32_t index, uint32_t count, Fd udp,
-                                    StatsExchange& exchange) {
+                                    StatsExchange& exchange, FlowBalance* balance) {
     auto w = std::make_unique<Worker>();
     faketcp::Result<Reactor> reactor_r = Reactor::create();
     if (!reactor_r) {
@@ -227,7 +227,8 @@ std::unique_ptr<Worker> make_worker(const TunnelSetup& setup, Tun& tun, uint32_t
     w->stack = std::make_unique<Stack>(stack_config(setup.options, count, index));
     // One worker over a multi-queue TUN (no steering) serves every queue.
     const std::optional<size_t> queue = count > 1 ? std::optional<size_t>(index) : std::nullopt;
-    const WorkerParts parts{*w->reactor, *w->stack, tun, queue, w->link};
+    if (balance) balance->set_wake(index, w->link.wake.get());
+    const WorkerParts parts{*w->reactor, *w->stack, tun, queue, w->link, index, balance};
     if (setup.options.mode == Mode::client)
         w->tunnel = make_client_tunnel(setup, parts, std::move(udp));
     else
@@ -242,9 +243,11 @@ class WorkerPool {
 public:
     // Builds `count` workers, the client's with sockets[i]; false after logging why not.
     bool build(const TunnelSetup& setup, Tun& tun, uint32_t count, std::vector<Fd>& sockets) {
+        if (setup.options.mode == Mode::client && count > 1)
+            balance_ = std::make_unique<FlowBalance>(count, random_seed());
         for (uint32_t i = 0; i < count; ++i) {
-            std::unique_ptr<Worker> w =
-                make_worker(setup, tun, i, count, i < sockets.size() ? std::move(sockets[i]) : Fd(), exchange_);
+            std::unique_ptr<Worker> w = make_worker(setup, tun, i, count, i < sockets.size() ? std::move(sockets[i]) : Fd(),
+                                                    exchange_, balance_.get());
             if (!w) return false;
             workers_.push_back(std::move(w));
         }
@@ -331,6 +334,9 @@ private:
     }
 
     StatsExchange exchange_;
+    // The client's flow placement and mailboxes (several workers only);
+    // declared first, so it outlives the workers whose mail it holds.
+    std::unique_ptr<FlowBalance> balance_;
     std::vector<std::unique_ptr<Worker>> workers_;
     uint64_t request_ = 0;  // numbers the stats requests, the dump's and the metrics'
 };
