@@ -1,4 +1,4 @@
-// demo/client.cpp — the client tunnel: one UDP socket, one fake-TCP
+// demo/client.cpp — the client tunnel: one UDP socket per worker, one fake-TCP
 // connection per UDP peer.
 //
 // A peer is known by its socket address (PeerKey); its flow holds the
@@ -6,6 +6,16 @@
 // datagrams that wait for the handshake (PendingPool). A flow outlives its
 // connection: a reset or lost connection is opened again on the peer's next
 // datagram; only the idle sweep forgets a flow.
+//
+// With several workers each owns one socket of an SO_REUSEPORT group on
+// --local, and a new peer's flow is placed by load (demo/balance.h): kept
+// by the worker whose socket received it, or handed to the least-loaded
+// worker with a socket connect()ed to the peer, which then receives that
+// peer alone and carries its replies. Datagrams that reach a worker not
+// owning their flow (queued on the group socket before the connect(), or
+// hashed to a new socket between its bind() and connect()) are mailed to
+// the owner, which the shared directory names. A flow never moves once
+// made; closing it (idle sweep, shutdown) closes its socket.
 #include "demo/client.h"
 
 #include <cinttypes>

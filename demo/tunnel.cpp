@@ -9,10 +9,15 @@
 // from its first SYN to its last RST. UDP peers meet workers through an
 // SO_REUSEPORT group on the client (the kernel hashes the peer's address to
 // one socket) and through per-connection sockets on the server. Without
-// steering (no eBPF) one worker serves every queue.
+// steering (no eBPF) one worker serves every queue. The hash spreads a few
+// peers unevenly, so the client's workers place new flows by load
+// (FlowBalance, demo/balance.h): a worker 2 flows ahead of the least-loaded
+// one hands a new peer over with a socket connect()ed to it; the server's
+// side follows, since a connection's ports follow the worker that opened it.
 //
 // The main thread owns the signals and the stats timer; it talks to workers
-// through WorkerLink (an eventfd plus atomics, demo/worker.h) and sums their
+// through WorkerLink (an eventfd plus atomics, demo/worker.h; client workers
+// also mail each other through FlowBalance, waking the same eventfd) and sums their
 // snapshots into one stats dump (demo/stats.cpp). In a worker, the
 // StackDriver owns the TUN side; the tunnel (TunnelBase, demo/worker.cpp, and
 // its role, demo/client.cpp or demo/server.cpp) is the Reactor handler for
@@ -26,8 +31,9 @@
 //   TCP -> UDP: datagram event -> flow by ConnId.index -> copied into the
 //               UdpTxQueue, per flow; at on_batch_end each flow's datagrams
 //               leave as UDP_SEGMENT runs (or one message each), in one
-//               sendmmsg per socket: the client's one socket for all its
-//               peers, the server's connected socket of each connection.
+//               sendmmsg per socket: the client's group socket for its
+//               peers (and a handed-over flow's own connected socket), the
+//               server's connected socket of each connection.
 // Flow state lives in vectors allocated at start-up; only creating a client
 // flow inserts into a hash map.
 #include "demo/tunnel.h"
