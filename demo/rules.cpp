@@ -275,30 +275,79 @@ bool forwarding_on(const char* path, bool& turned_on, std::string& error) {
     return true;
 }
 
-// Other instances' tables/chains: while one is there, forwarding stays on.
-std::string other_instance(const std::string& own_tun) {
+// The chains exist: left by an instance killed before it could remove them.
+bool iptables_chain_exists(const char* tool, const char* table, const std::string& chain) {
+    RunResult r = run({tool, "-w", "-t", table, "-S", chain});
+    return r.started && r.status == 0;
+}
+
+// Another instance's rules, found by name: an nftables table faketcp-<tun> or
+// iptables chains FTC-<tun>-*. While one is there, forwarding stays on.
+struct OtherInstance {
+    bool nft = false;  // else iptables
+    std::string tun;
+    std::string describe() const {
+        return nft ? "nftables table " + nft_table_name(tun) : "iptables chains " + ipt_chain(tun, "*");
+    }
+};
+
+std::optional<OtherInstance> other_instance(const std::string& own_tun) {
     const std::string own_table = nft_table_name(own_tun);
     if (on_path("nft")) {
         RunResult r = run({"nft", "list", "tables"});
         size_t at = 0;
-        while (r.started && r.status == 0 && (at = r.output.find("table inet faketcp-", at)) != std::string::npos) {
-            size_t start = at + 11, end = r.output.find_first_of(" \n", start);
-            std::string name = r.output.substr(start, end - start);
-            if (name != own_table) return "nftables table " + name;
+        const std::string prefix = "table inet faketcp-";
+        while (r.started && r.status == 0 && (at = r.output.find(prefix, at)) != std::string::npos) {
+            size_t start = at + prefix.size(), end = r.output.find_first_of(" \n", start);
+            std::string tun = r.output.substr(start, end - start);
+            if (tun != own_tun) return OtherInstance{true, tun};
             at = start;
         }
     }
     if (on_path("iptables")) {
         RunResult r = run({"iptables", "-w", "-t", "filter", "-S"});
         size_t at = 0;
-        while (r.started && r.status == 0 && (at = r.output.find("-N FTC-", at)) != std::string::npos) {
-            size_t start = at + 3, end = r.output.find_first_of(" \n", start);
-            std::string name = r.output.substr(start, end - start);
-            if (name != ipt_chain(own_tun, "FWD")) return "iptables chain " + name;
+        const std::string prefix = "-N FTC-";
+        while (r.started && r.status == 0 && (at = r.output.find(prefix, at)) != std::string::npos) {
+            size_t start = at + prefix.size(), end = r.output.find_first_of(" \n", start);
+            std::string chain = r.output.substr(start, end - start);  // <tun>-<suffix>
+            std::string tun = chain.substr(0, chain.rfind('-'));
+            if (tun != own_tun) return OtherInstance{false, tun};
             at = start;
         }
     }
-    return "";
+    return std::nullopt;
+}
+
+// Who turns forwarding back off. An instance that turned it on but exits while
+// another instance's rules remain hands that duty to the other one: a marker in
+// the heir's own table (an empty nft chain) or an empty iptables chain
+// FTC-<tun>-F4/F6, which the heir reads when it exits. So the last instance
+// out restores the sysctl, whatever the order they stopped in.
+const char* forwarding_marker(bool v6) { return v6 ? "forwarding_v6" : "forwarding_v4"; }
+std::string ipt_forwarding_marker(const std::string& tun, bool v6) { return ipt_chain(tun, v6 ? "F6" : "F4"); }
+
+void hand_over_forwarding(const OtherInstance& heir, bool v4, bool v6) {
+    for (bool is_v6 : {false, true}) {
+        if (!(is_v6 ? v6 : v4)) continue;
+        if (heir.nft)
+            (void)run({"nft", "add", "chain", "inet", nft_table_name(heir.tun), forwarding_marker(is_v6)});
+        else
+            (void)run({"iptables", "-w", "-t", "filter", "-N", ipt_forwarding_marker(heir.tun, is_v6)});
+    }
+}
+
+// Whether an instance that left before us handed us the duty for the v4 (or
+// v6) sysctl; its marker goes with our rules (iptables: removed here).
+bool inherited_forwarding(const std::string& tun, bool nft, bool v6) {
+    if (nft) {
+        RunResult r = run({"nft", "list", "chain", "inet", nft_table_name(tun), forwarding_marker(v6)});
+        return r.started && r.status == 0;
+    }
+    const std::string chain = ipt_forwarding_marker(tun, v6);
+    if (!iptables_chain_exists("iptables", "filter", chain)) return false;
+    (void)run({"iptables", "-w", "-t", "filter", "-X", chain});
+    return true;
 }
 
 // iptables' FORWARD chain drops by default (Docker does this): an nftables
@@ -313,11 +362,6 @@ void run_quietly(const std::vector<Command>& cmds) {
     for (const Command& c : cmds) (void)run(c);
 }
 
-// The chains exist: left by an instance killed before it could remove them.
-bool iptables_chain_exists(const char* tool, const char* table, const std::string& chain) {
-    RunResult r = run({tool, "-w", "-t", table, "-S", chain});
-    return r.started && r.status == 0;
-}
 
 bool run_all(const std::vector<Command>& cmds, std::string& error) {
     for (const Command& c : cmds) {
@@ -426,6 +470,15 @@ AutoRules::~AutoRules() { remove(); }
 void AutoRules::remove() {
     if (backend_ == Backend::none) return;
     const std::string table = nft_table_name(spec_.tun);
+    for (bool v6 : {false, true}) {
+        bool& mine = v6 ? turned_on_v6_ : turned_on_v4_;
+        const bool inherited = inherited_forwarding(spec_.tun, backend_ == Backend::nft, v6);
+        if (!mine && inherited) {
+            mine = true;
+            LOG_INFO("auto-rules: an instance that stopped earlier left turning %s back off to this one",
+                     v6 ? kForward6 : kForward4);
+        }
+    }
     if (backend_ == Backend::nft) {
         RunResult r = run({"nft", "delete", "table", "inet", table});
         if (!r.started || r.status != 0)
@@ -443,10 +496,13 @@ void AutoRules::remove() {
     backend_ = Backend::none;
     LOG_INFO("auto-rules: rules removed");
     if (turned_on_v4_ || turned_on_v6_) {
-        std::string other = other_instance(spec_.tun);
+        std::optional<OtherInstance> other = other_instance(spec_.tun);
         std::string error;
-        if (!other.empty()) {
-            LOG_INFO("auto-rules: forwarding left on: %s of another faketcp instance still uses it", other.c_str());
+        if (other) {
+            hand_over_forwarding(*other, turned_on_v4_, turned_on_v6_);
+            LOG_INFO("auto-rules: forwarding left on: %s of another faketcp instance still uses it; it turns "
+                     "forwarding back off when it stops",
+                     other->describe().c_str());
         } else {
             if (turned_on_v4_ && write_sysctl(kForward4, '0', error)) LOG_INFO("auto-rules: turned %s back off", kForward4);
             if (turned_on_v6_ && write_sysctl(kForward6, '0', error)) LOG_INFO("auto-rules: turned %s back off", kForward6);
