@@ -47,7 +47,7 @@ DEMO_SRCS := $(wildcard demo/*.cpp)
 DEMO_HDRS := $(wildcard demo/*.h)
 # The unit binary also carries the CLI's own tests (demo/tests/) and the
 # demo sources they exercise.
-TEST_SRCS := $(wildcard test/*.cpp) $(wildcard demo/tests/*.cpp) demo/udp.cpp demo/options.cpp demo/rules.cpp demo/log.cpp demo/http.cpp demo/metrics.cpp
+TEST_SRCS := $(wildcard test/*.cpp) $(wildcard demo/tests/*.cpp) demo/balance.cpp demo/udp.cpp demo/options.cpp demo/rules.cpp demo/log.cpp demo/http.cpp demo/metrics.cpp
 TEST_HDRS := $(wildcard test/*.h) $(wildcard demo/*.h)
 
 # Every tool the tests run and its Debian package, one "CHECK PACKAGE [GROUP]" line each:

@@ -1,4 +1,4 @@
-// demo/client.cpp — the client tunnel: one UDP socket, one fake-TCP
+// demo/client.cpp — the client tunnel: one UDP socket per worker, one fake-TCP
 // connection per UDP peer.
 //
 // A peer is known by its socket address (PeerKey); its flow holds the
@@ -6,6 +6,16 @@
 // datagrams that wait for the handshake (PendingPool). A flow outlives its
 // connection: a reset or lost connection is opened again on the peer's next
 // datagram; only the idle sweep forgets a flow.
+//
+// With several workers each owns one socket of an SO_REUSEPORT group on
+// --local, and a new peer's flow is placed by load (demo/balance.h): kept
+// by the worker whose socket received it, or handed to the least-loaded
+// worker with a socket connect()ed to the peer, which then receives that
+// peer alone and carries its replies. Datagrams that reach a worker not
+// owning their flow (queued on the group socket before the connect(), or
+// hashed to a new socket between its bind() and connect()) are mailed to
+// the owner, which the shared directory names. A flow never moves once
+// made; closing it (idle sweep, shutdown) closes its socket.
 #include "demo/client.h"
 
 #include <cinttypes>
@@ -82,51 +92,6 @@ private:
     uint32_t free_ = kNone;
 };
 
-// What a UDP peer is known by on the client: its socket address.
-struct PeerKey {
-    uint8_t addr[16] = {};
-    uint16_t port = 0;
-    uint16_t family = 0;
-    friend bool operator==(const PeerKey& a, const PeerKey& b) {
-        return a.port == b.port && a.family == b.family && std::memcmp(a.addr, b.addr, 16) == 0;
-    }
-};
-
-PeerKey peer_key(const SockAddr& sa) {
-    PeerKey k;
-    k.family = sa.ss.ss_family;
-    if (sa.ss.ss_family == AF_INET) {
-        sockaddr_in sin;
-        std::memcpy(&sin, &sa.ss, sizeof sin);
-        std::memcpy(k.addr, &sin.sin_addr, 4);
-        k.port = sin.sin_port;
-    } else if (sa.ss.ss_family == AF_INET6) {
-        sockaddr_in6 sin6;
-        std::memcpy(&sin6, &sa.ss, sizeof sin6);
-        std::memcpy(k.addr, &sin6.sin6_addr, 16);
-        k.port = sin6.sin6_port;
-    }
-    return k;
-}
-
-// Seeded, so local peers cannot aim at one bucket.
-struct PeerKeyHash {
-    uint64_t seed = 0;
-    size_t operator()(const PeerKey& k) const {
-        uint64_t a, b;
-        std::memcpy(&a, k.addr, 8);
-        std::memcpy(&b, k.addr + 8, 8);
-        uint64_t h = seed ^ (uint64_t(k.port) << 16 | k.family);
-        for (uint64_t v : {a, b}) {
-            h ^= v;
-            h *= 0x9e3779b97f4a7c15ull;
-            h ^= h >> 32;
-        }
-        h *= 0xbf58476d1ce4e5b9ull;
-        return static_cast<size_t>(h ^ (h >> 31));
-    }
-};
-
 struct ClientFlow {
     enum class State : uint8_t {
         free,          // slot unused
@@ -144,6 +109,11 @@ struct ClientFlow {
     TimePoint last_activity{};
     PendingPool::List pending;
     uint32_t next_free = kNone;
+    // A flow another worker handed us (demo/balance.h): the socket on --local
+    // connected to the peer, which receives its datagrams and sends our
+    // replies. Invalid: the flow uses this worker's group socket.
+    Fd sock;
+    uint32_t sock_overflow = 0;  // sock's SO_RXQ_OVFL count so far
 };
 
 class ClientTunnel final : public TunnelBase {
@@ -151,6 +121,8 @@ public:
     ClientTunnel(const TunnelSetup& setup, const WorkerParts& parts, Fd udp)
         : TunnelBase(setup, parts),
           udp_(std::move(udp)),
+          balance_(parts.balance),
+          self_(parts.index),
           max_flows_(parts.stack.config().max_connections),
           by_conn_(parts.stack.config().max_connections, kNone),
           by_peer_(0, PeerKeyHash{random_seed()}),
@@ -192,6 +164,7 @@ protected:
     void send_queued_udp() override;
     size_t sweep_idle(TimePoint now) override;
     size_t close_all(TimePoint now) override;
+    void on_wake_mode(TimePoint now) override;
     void fill_mode_counters(TunnelCounters& c) const override {
         add_counters(c, counts_);
         c.peers = by_peer_.size();
@@ -205,8 +178,28 @@ private:
         return f;
     }
     void explain_refused_linux_handshake();
+    // Where a receive's datagrams go: a flow of ours (flow), or another
+    // worker's (worker); neither (both kNone) when the flow table is full.
+    struct Route {
+        uint32_t flow = kNone, worker = kNone;
+    };
     void on_udp_receive(size_t i, const RxMeta& meta, TimePoint now);
-    uint32_t peer_flow(const SockAddr& peer, const PktInfo& local, TimePoint now);
+    void on_flow_receive(uint32_t f, size_t i, const RxMeta& meta, TimePoint now);
+    Route route(const SockAddr& peer, const PktInfo& local, TimePoint now);
+    Route place_new_peer(const PeerKey& key, const SockAddr& peer, const PktInfo& local, TimePoint now);
+    Fd open_peer_socket(const SockAddr& peer, const PktInfo& local);
+    void pass_on(uint32_t worker, const SockAddr& peer, ByteView d);
+    void adopt_flow(FlowMail& mail, TimePoint now);
+    void on_passed_datagram(const FlowMail& mail, TimePoint now);
+    void stamp(uint32_t f, const PktInfo& local, TimePoint now) {
+        flows_[f].last_activity = now;
+        flows_[f].local = local;
+    }
+    // Adds the growth of a socket's cumulative overflow count `now_value` (last seen: `seen`).
+    void note_overflow(uint32_t& seen, uint32_t now_value) {
+        if (now_value > seen) counts_.rx_overflows += now_value - seen;
+        seen = now_value;
+    }
     void forward(uint32_t f, ByteView d, TimePoint now);
     void queue_pending(ClientFlow& fl, ByteView d) {
         if (fl.pending.count >= kPendingPerFlow || !pending_.push(fl.pending, d)) ++counts_.pending_full_drops;
@@ -225,6 +218,8 @@ private:
     void note_rx_error(int err, TimePoint now);
 
     Fd udp_;
+    FlowBalance* balance_;  // null with one worker: every flow stays on the group socket
+    uint32_t self_;         // this worker's number in balance_
     uint32_t max_flows_;
     std::vector<ClientFlow> flows_;
     uint32_t free_head_ = kNone;
@@ -233,6 +228,10 @@ private:
     PendingPool pending_;
     size_t limit_;  // largest datagram one segment to --remote carries
     UdpRxBatch rx_;
+    uint32_t group_overflow_ = 0;              // udp_'s SO_RXQ_OVFL count so far
+    std::unordered_map<int, uint32_t> by_fd_;  // handed-over flows' sockets -> flow
+    size_t connected_flows_ = 0;               // flows with their own socket (by_fd_.size())
+    std::vector<FlowMail> mail_;               // this worker's mail, taken from balance_
     // The client's own counters (TunnelBase counts the shared ones).
     TunnelCounters counts_;
     RateLimit table_full_warn_{kWarnInterval}, connect_warn_{kWarnInterval}, rx_error_warn_{kWarnInterval};
@@ -323,47 +322,182 @@ void ClientTunnel::log_lost(ClientFlow& fl, CloseReason reason, const char* what
 // UDP -> TCP
 // ---------------------------------------------------------------------------
 
-void ClientTunnel::on_udp_readable(int /*fd*/, TimePoint now) {
-    int n = rx_.receive(udp_.get());
+// The group socket, or a handed-over flow's own socket. A datagram on the
+// latter from another peer (it arrived between the socket's bind and its
+// connect, when the kernel could hash any peer to it) goes where a group
+// receive would.
+void ClientTunnel::on_udp_readable(int fd, TimePoint now) {
+    uint32_t owner = kNone;
+    if (fd != udp_.get()) {
+        auto it = by_fd_.find(fd);
+        if (it == by_fd_.end()) return;  // not reachable: closed sockets are unwatched first
+        owner = it->second;
+    }
+    int n = rx_.receive(fd);
     if (n <= 0) {
         if (n < 0 && n != -EAGAIN) note_rx_error(-n, now);
         return;
     }
     for (int i = 0; i < n; ++i) {
-        const RxMeta meta = rx_.meta(static_cast<size_t>(i));
-        // Cumulative for the socket.
-        if (meta.overflow > counts_.rx_overflows) counts_.rx_overflows = meta.overflow;
-        on_udp_receive(static_cast<size_t>(i), meta, now);
+        const size_t k = static_cast<size_t>(i);
+        const RxMeta meta = rx_.meta(k);
+        note_overflow(owner == kNone ? group_overflow_ : flows_[owner].sock_overflow, meta.overflow);
+        if (owner != kNone && peer_key(rx_.peer(k)) == flows_[owner].key)
+            on_flow_receive(owner, k, meta, now);
+        else
+            on_udp_receive(k, meta, now);
     }
 }
 
 // Receive i: one datagram, or a run from one peer (UDP_GRO). The peer's
 // flow is looked up once, at its first datagram worth forwarding.
 void ClientTunnel::on_udp_receive(size_t i, const RxMeta& meta, TimePoint now) {
-    uint32_t f = kNone;
+    Route r;
+    bool routed = false;
     forward_receive(rx_, i, meta.gro_size, Sender{limit_, "a UDP peer", &rx_.peer(i)}, now, [&](ByteView d) {
-        if (f == kNone) f = peer_flow(rx_.peer(i), meta.local, now);
-        if (f == kNone) return false;
+        if (!routed) {
+            r = route(rx_.peer(i), meta.local, now);
+            routed = true;
+        }
+        if (r.flow != kNone)
+            forward(r.flow, d, now);
+        else if (r.worker != kNone)
+            pass_on(r.worker, rx_.peer(i), d);
+        else
+            return false;
+        return true;
+    });
+}
+
+// Receive i on flow f's own socket, from its peer.
+void ClientTunnel::on_flow_receive(uint32_t f, size_t i, const RxMeta& meta, TimePoint now) {
+    flows_[f].last_activity = now;
+    forward_receive(rx_, i, meta.gro_size, Sender{limit_, "a UDP peer", &rx_.peer(i)}, now, [&](ByteView d) {
         forward(f, d, now);
         return true;
     });
 }
 
-// The flow of UDP peer `peer` (made if new), stamped; kNone if the table is full.
-uint32_t ClientTunnel::peer_flow(const SockAddr& peer, const PktInfo& local, TimePoint now) {
+// The flow of UDP peer `peer`, stamped: known here, or new and placed here;
+// or the worker that owns it (several workers only).
+ClientTunnel::Route ClientTunnel::route(const SockAddr& peer, const PktInfo& local, TimePoint now) {
     const PeerKey key = peer_key(peer);
-    uint32_t f;
     auto it = by_peer_.find(key);
     if (it != by_peer_.end()) {
-        f = it->second;
-    } else {
-        f = new_flow(key, peer, now);
-        if (f == kNone) return kNone;
+        stamp(it->second, local, now);
+        return {it->second, kNone};
     }
-    ClientFlow& fl = flows_[f];
-    fl.last_activity = now;
-    fl.local = local;
-    return f;
+    if (balance_) return place_new_peer(key, peer, local, now);
+    const uint32_t f = new_flow(key, peer, now);
+    if (f != kNone) stamp(f, local, now);
+    return {f, kNone};
+}
+
+// A peer this worker does not know. Under the balance's lock: another
+// worker may own it already (its datagrams still queued on our group socket
+// from before that worker's socket was connected, or one that reached the
+// wrong socket); else place_flow decides. A flow for another worker leaves
+// as mail with its connected socket, posted in the same critical section
+// that names its owner, so every datagram passed on after it finds the flow.
+ClientTunnel::Route ClientTunnel::place_new_peer(const PeerKey& key, const SockAddr& peer, const PktInfo& local,
+                                                 TimePoint now) {
+    FlowBalance::Guard guard = balance_->lock();
+    if (std::optional<uint32_t> owner = balance_->owner(guard, key)) return {kNone, *owner};
+    const uint32_t target = balance_->choose(guard, self_);
+    if (target != self_) {
+        FlowMail mail;
+        mail.kind = FlowMail::Kind::adopt;
+        mail.sock = open_peer_socket(peer, local);
+        mail.peer = peer;
+        if (mail.sock.valid() && balance_->post(guard, target, std::move(mail))) {
+            balance_->assign(guard, key, target);
+            guard.unlock();
+            ++counts_.flows_rebalanced;
+            LOG_INFO("client: new UDP peer %s: handed from worker %u to worker %u, which carries at least %u "
+                     "fewer flows",
+                     to_string(peer).c_str(), self_, target, kRebalanceGap);
+            return {kNone, target};
+        }
+        // No socket, or a full mailbox (the socket closed with the mail): the flow stays here.
+    }
+    const uint32_t f = new_flow(key, peer, now);
+    if (f == kNone) return {};
+    balance_->assign(guard, key, self_);
+    stamp(f, local, now);
+    return {f, kNone};
+}
+
+// A socket on --local connected to `peer`, or an invalid Fd (logged at
+// debug). It joins the SO_REUSEPORT group; connected, it alone receives the
+// peer's datagrams. It must answer from the address the peer sent to
+// (`local`): if connect() chose another source, it is refused.
+Fd ClientTunnel::open_peer_socket(const SockAddr& peer, const PktInfo& local) {
+    std::string error;
+    Fd sock = open_udp_listener(options().local, error, true);
+    if (sock.valid() && !connect_udp(sock.get(), peer, error)) sock.reset();
+    if (sock.valid() && !bound_to(sock.get(), local)) {
+        error = "the kernel chose another source address than the one the peer sent to";
+        sock.reset();
+    }
+    if (!sock.valid())
+        LOG_DEBUG("client: no socket of its own for UDP peer %s: %s", to_string(peer).c_str(), error.c_str());
+    return sock;
+}
+
+// A datagram from `peer`, whose flow another worker owns: mailed to it.
+void ClientTunnel::pass_on(uint32_t worker, const SockAddr& peer, ByteView d) {
+    FlowMail mail;
+    mail.peer = peer;
+    mail.data.assign(d.data, d.data + d.size);
+    if (balance_->post(worker, std::move(mail)))
+        ++counts_.handoff_datagrams;
+    else
+        ++counts_.handoff_drops;
+}
+
+void ClientTunnel::on_wake_mode(TimePoint now) {
+    if (!balance_) return;
+    balance_->take(self_, mail_);
+    for (FlowMail& mail : mail_) {
+        if (mail.kind == FlowMail::Kind::adopt)
+            adopt_flow(mail, now);
+        else
+            on_passed_datagram(mail, now);
+    }
+    mail_.clear();  // closes the socket of any flow not adopted
+}
+
+// Another worker placed this peer's flow here: make it, on its socket.
+void ClientTunnel::adopt_flow(FlowMail& mail, TimePoint now) {
+    const PeerKey key = peer_key(mail.peer);
+    if (by_peer_.count(key) != 0) return;  // not reachable: the directory named us its owner already
+    const uint32_t f = new_flow(key, mail.peer, now);
+    if (f == kNone) {
+        balance_->release(key, self_);
+        return;
+    }
+    const int fd = mail.sock.get();
+    if (faketcp::Status st = watch(fd); !st) {
+        LOG_WARN("client: cannot watch the socket of UDP peer %s: %s; its flow is closed",
+                 to_string(mail.peer).c_str(), st.message().c_str());
+        close_flow(f, now);
+        return;
+    }
+    enable_gro(fd);
+    flows_[f].sock = std::move(mail.sock);
+    by_fd_[fd] = f;
+    ++connected_flows_;
+}
+
+// A datagram that reached another worker, for our flow.
+void ClientTunnel::on_passed_datagram(const FlowMail& mail, TimePoint now) {
+    auto it = by_peer_.find(peer_key(mail.peer));
+    if (it == by_peer_.end()) {  // closed since the directory named us
+        ++counts_.handoff_drops;
+        return;
+    }
+    flows_[it->second].last_activity = now;
+    forward(it->second, ByteView{mail.data.data(), mail.data.size()}, now);
 }
 
 // One datagram from flow f's peer: over its connection, or queued for
@@ -464,8 +598,21 @@ void ClientTunnel::note_rx_error(int err, TimePoint now) {
 // Every queued reply in one sendmmsg: per peer, its runs from the address
 // the peer last sent to.
 void ClientTunnel::send_queued_udp() {
-    for_each_queued_flow([&](uint32_t f) { batch_flow(f, &flows_[f].peer, &flows_[f].local); });
+    if (connected_flows_ == 0) {
+        for_each_queued_flow([&](uint32_t f) { batch_flow(f, &flows_[f].peer, &flows_[f].local); });
+        send_batch(udp_.get());
+        return;
+    }
+    // Handed-over flows answer on their own socket, one sendmmsg each.
+    for_each_queued_flow([&](uint32_t f) {
+        if (!flows_[f].sock.valid()) batch_flow(f, &flows_[f].peer, &flows_[f].local);
+    });
     send_batch(udp_.get());
+    for_each_queued_flow([&](uint32_t f) {
+        if (!flows_[f].sock.valid()) return;
+        batch_flow(f, nullptr, nullptr);
+        send_batch(flows_[f].sock.get());
+    });
 }
 
 size_t ClientTunnel::sweep_idle(TimePoint now) {
@@ -508,6 +655,13 @@ void ClientTunnel::close_flow(uint32_t f, TimePoint now) {
         reset_connection(fl.conn, now);
     }
     drop_pending(fl);
+    if (fl.sock.valid()) {  // unwatched before closing: the number may be reused at once
+        unwatch(fl.sock.get());
+        by_fd_.erase(fl.sock.get());
+        fl.sock.reset();
+        --connected_flows_;
+    }
+    if (balance_) balance_->release(fl.key, self_);
     by_peer_.erase(fl.key);
     fl.conn = ConnId{};
     fl.state = ClientFlow::State::free;

@@ -158,6 +158,8 @@ const Field kClientFields[] = {
     {"faketcp_tunnel_connects_established_total", Type::counter, "Fake-TCP connections established.", TUNNEL(connects_ok)},
     {"faketcp_tunnel_connects_lost_total", Type::counter, "Fake-TCP connections that failed or were reset.", TUNNEL(connects_lost)},
     {"faketcp_tunnel_reconnects_total", Type::counter, "Client connections opened again after peer_dead, keeping the UDP flow.", TUNNEL(reconnects)},
+    {"faketcp_tunnel_flows_rebalanced_total", Type::counter, "New UDP flows this worker handed to a worker with fewer flows.", TUNNEL(flows_rebalanced)},
+    {"faketcp_tunnel_datagrams_passed_on_total", Type::counter, "Datagrams this worker received for another worker's flow and passed on to it.", TUNNEL(handoff_datagrams)},
 };
 
 const Field kServerFields[] = {
@@ -187,6 +189,7 @@ const Reason kClientDrops[] = {
     {"queued_then_lost", TUNNEL(pending_lost)},
     {"no_connection", TUNNEL(no_conn_drops)},
     {"flow_table_full", TUNNEL(table_full_drops)},
+    {"handoff_lost", TUNNEL(handoff_drops)},
 };
 
 const Reason kUdpErrors[] = {

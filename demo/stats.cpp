@@ -30,16 +30,19 @@ std::string udp_offload_text(const UdpOffloadStats& u) {
 }
 
 // "stats: queues: ..." with each worker's share, when there are several.
-void add_queue_line(LogBlock& block, const std::vector<Snapshot>& per_worker, const char* when) {
-    std::string in, out, open;
+// The client adds each worker's UDP peers (its flows, demo/balance.h).
+void add_queue_line(LogBlock& block, Mode mode, const std::vector<Snapshot>& per_worker, const char* when) {
+    std::string in, out, open, peers;
     for (const Snapshot& w : per_worker) {
         const char* sep = in.empty() ? "" : " / ";
         in += sep + std::to_string(w.stack.datagrams_in);
         out += sep + std::to_string(w.stack.datagrams_out);
         open += sep + std::to_string(w.stack.open_connections);
+        peers += sep + std::to_string(w.tunnel.peers);
     }
-    block.add("stats%s: queues: %zu, one thread each; per queue: datagrams in %s, out %s, connections open %s", when,
-              per_worker.size(), in.c_str(), out.c_str(), open.c_str());
+    const std::string client = mode == Mode::client ? ", UDP peers " + peers : "";
+    block.add("stats%s: queues: %zu, one thread each; per queue: datagrams in %s, out %s, connections open %s%s", when,
+              per_worker.size(), in.c_str(), out.c_str(), open.c_str(), client.c_str());
 }
 
 // " (reason=count, ...)" for the stack's nonzero drop counters; "" if none.
@@ -88,15 +91,17 @@ void add_offload_line(LogBlock& block, const faketcp::StackDriver::OffloadStats&
 
 void add_client_line(LogBlock& block, const TunnelCounters& c, const char* when) {
     block.add("stats%s: client: UDP peers %" PRIu64 ", connections opened %" PRIu64 " established %" PRIu64
-              " failed/reset %" PRIu64 " reconnects %" PRIu64 ", idle-closed %" PRIu64 ", UDP in %" PRIu64 " out %" PRIu64
+              " failed/reset %" PRIu64 " reconnects %" PRIu64 ", flows rebalanced %" PRIu64 " datagrams-passed-on %" PRIu64
+              ", idle-closed %" PRIu64 ", UDP in %" PRIu64 " out %" PRIu64
               ", dropped: oversized %" PRIu64 " empty %" PRIu64 " handshake-queue-full %" PRIu64
               " queued-then-lost %" PRIu64 " no-connection %" PRIu64 " tx-queue-full %" PRIu64
-              " window-full %" PRIu64 " send-errors %" PRIu64 " flow-table-full %" PRIu64 " stale %" PRIu64
+              " window-full %" PRIu64 " send-errors %" PRIu64 " flow-table-full %" PRIu64 " handoff-lost %" PRIu64 " stale %" PRIu64
               " receive-buffer-overflow %" PRIu64 ", UDP errors: refused %" PRIu64 " no-buffers %" PRIu64
               " would-block %" PRIu64 " other %" PRIu64 "%s",
-              when, c.peers, c.connects_started, c.connects_ok, c.connects_lost, c.reconnects, c.idle_closed, c.udp_in,
-              c.udp_out, c.oversize_drops, c.empty_drops, c.pending_full_drops, c.pending_lost, c.no_conn_drops,
-              c.tx_full_drops, c.window_full_drops, c.send_errors, c.table_full_drops, c.stale_datagrams,
+              when, c.peers, c.connects_started, c.connects_ok, c.connects_lost, c.reconnects, c.flows_rebalanced,
+              c.handoff_datagrams, c.idle_closed, c.udp_in, c.udp_out, c.oversize_drops, c.empty_drops,
+              c.pending_full_drops, c.pending_lost, c.no_conn_drops, c.tx_full_drops, c.window_full_drops,
+              c.send_errors, c.table_full_drops, c.handoff_drops, c.stale_datagrams,
               c.rx_overflows,
               c.udp_refused, c.udp_no_buffers, c.udp_would_block, c.udp_other,
               udp_offload_text(c.udp_offload).c_str());
@@ -128,7 +133,7 @@ void log_stats(Mode mode, const std::vector<Snapshot>& per_worker, bool tun_offl
         add_client_line(block, snap.tunnel, when);
     else
         add_server_line(block, snap.tunnel, when);
-    if (per_worker.size() > 1) add_queue_line(block, per_worker, when);
+    if (per_worker.size() > 1) add_queue_line(block, mode, per_worker, when);
 }
 
 }  // namespace demo

@@ -25,6 +25,9 @@ struct TunnelCounters {
     // client
     uint64_t peers = 0, connects_started = 0, connects_ok = 0, connects_lost = 0, reconnects = 0;
     uint64_t pending_full_drops = 0, pending_lost = 0, no_conn_drops = 0, table_full_drops = 0;
+    // client with several workers (demo/balance.h): flows this worker handed to a less-loaded one,
+    // datagrams it passed to another worker's flow, and those lost on the way (mailbox full, flow gone)
+    uint64_t flows_rebalanced = 0, handoff_datagrams = 0, handoff_drops = 0;
     // server
     uint64_t accepted = 0, peer_closed = 0, socket_errors = 0;
     UdpOffloadStats udp_offload;

@@ -9,10 +9,15 @@
 // from its first SYN to its last RST. UDP peers meet workers through an
 // SO_REUSEPORT group on the client (the kernel hashes the peer's address to
 // one socket) and through per-connection sockets on the server. Without
-// steering (no eBPF) one worker serves every queue.
+// steering (no eBPF) one worker serves every queue. The hash spreads a few
+// peers unevenly, so the client's workers place new flows by load
+// (FlowBalance, demo/balance.h): a worker 2 flows ahead of the least-loaded
+// one hands a new peer over with a socket connect()ed to it; the server's
+// side follows, since a connection's ports follow the worker that opened it.
 //
 // The main thread owns the signals and the stats timer; it talks to workers
-// through WorkerLink (an eventfd plus atomics, demo/worker.h) and sums their
+// through WorkerLink (an eventfd plus atomics, demo/worker.h; client workers
+// also mail each other through FlowBalance, waking the same eventfd) and sums their
 // snapshots into one stats dump (demo/stats.cpp). In a worker, the
 // StackDriver owns the TUN side; the tunnel (TunnelBase, demo/worker.cpp, and
 // its role, demo/client.cpp or demo/server.cpp) is the Reactor handler for
@@ -26,8 +31,9 @@
 //   TCP -> UDP: datagram event -> flow by ConnId.index -> copied into the
 //               UdpTxQueue, per flow; at on_batch_end each flow's datagrams
 //               leave as UDP_SEGMENT runs (or one message each), in one
-//               sendmmsg per socket: the client's one socket for all its
-//               peers, the server's connected socket of each connection.
+//               sendmmsg per socket: the client's group socket for its
+//               peers (and a handed-over flow's own connected socket), the
+//               server's connected socket of each connection.
 // Flow state lives in vectors allocated at start-up; only creating a client
 // flow inserts into a hash map.
 #include "demo/tunnel.h"
@@ -208,7 +214,7 @@ struct Worker {
 
 // Builds and registers worker `index` of `count`; null after logging why not.
 std::unique_ptr<Worker> make_worker(const TunnelSetup& setup, Tun& tun, uint32_t index, uint32_t count, Fd udp,
-                                    StatsExchange& exchange) {
+                                    StatsExchange& exchange, FlowBalance* balance) {
     auto w = std::make_unique<Worker>();
     faketcp::Result<Reactor> reactor_r = Reactor::create();
     if (!reactor_r) {
@@ -227,7 +233,8 @@ std::unique_ptr<Worker> make_worker(const TunnelSetup& setup, Tun& tun, uint32_t
     w->stack = std::make_unique<Stack>(stack_config(setup.options, count, index));
     // One worker over a multi-queue TUN (no steering) serves every queue.
     const std::optional<size_t> queue = count > 1 ? std::optional<size_t>(index) : std::nullopt;
-    const WorkerParts parts{*w->reactor, *w->stack, tun, queue, w->link};
+    if (balance) balance->set_wake(index, w->link.wake.get());
+    const WorkerParts parts{*w->reactor, *w->stack, tun, queue, w->link, index, balance};
     if (setup.options.mode == Mode::client)
         w->tunnel = make_client_tunnel(setup, parts, std::move(udp));
     else
@@ -242,9 +249,11 @@ class WorkerPool {
 public:
     // Builds `count` workers, the client's with sockets[i]; false after logging why not.
     bool build(const TunnelSetup& setup, Tun& tun, uint32_t count, std::vector<Fd>& sockets) {
+        if (setup.options.mode == Mode::client && count > 1)
+            balance_ = std::make_unique<FlowBalance>(count, random_seed());
         for (uint32_t i = 0; i < count; ++i) {
-            std::unique_ptr<Worker> w =
-                make_worker(setup, tun, i, count, i < sockets.size() ? std::move(sockets[i]) : Fd(), exchange_);
+            std::unique_ptr<Worker> w = make_worker(setup, tun, i, count, i < sockets.size() ? std::move(sockets[i]) : Fd(),
+                                                    exchange_, balance_.get());
             if (!w) return false;
             workers_.push_back(std::move(w));
         }
@@ -331,6 +340,9 @@ private:
     }
 
     StatsExchange exchange_;
+    // The client's flow placement and mailboxes (several workers only);
+    // declared first, so it outlives the workers whose mail it holds.
+    std::unique_ptr<FlowBalance> balance_;
     std::vector<std::unique_ptr<Worker>> workers_;
     uint64_t request_ = 0;  // numbers the stats requests, the dump's and the metrics'
 };

@@ -165,6 +165,28 @@ int receive_buffer(int fd) {
     return getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, &len) == 0 ? v : -1;
 }
 
+bool connect_udp(int fd, const SockAddr& peer, std::string& error) {
+    if (::connect(fd, reinterpret_cast<const sockaddr*>(&peer.ss), peer.len) == 0) return true;
+    error = "connect UDP to " + to_string(peer) + ": " + std::strerror(errno);
+    return false;
+}
+
+bool bound_to(int fd, const PktInfo& where) {
+    if (where.family == 0) return true;
+    SockAddr sa;
+    sa.len = sizeof sa.ss;
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&sa.ss), &sa.len) != 0) return false;
+    if (sa.ss.ss_family != where.family) return false;
+    if (where.family == AF_INET) {
+        sockaddr_in sin;
+        std::memcpy(&sin, &sa.ss, sizeof sin);
+        return std::memcmp(&sin.sin_addr, where.addr, 4) == 0;
+    }
+    sockaddr_in6 sin6;
+    std::memcpy(&sin6, &sa.ss, sizeof sin6);
+    return std::memcmp(&sin6.sin6_addr, where.addr, 16) == 0;
+}
+
 std::string local_address(int fd) {
     SockAddr sa;
     sa.len = sizeof sa.ss;

@@ -91,6 +91,11 @@ Fd open_udp_listener(const faketcp::Endpoint& local, std::string& error, bool re
 // A non-blocking UDP socket connected to `remote` from an ephemeral port,
 // reporting its overflow count (SO_RXQ_OVFL).
 Fd open_udp_connected(const faketcp::Endpoint& remote, std::string& error);
+// Connects UDP socket `fd` to `peer`; false with a one-line message in `error`.
+bool connect_udp(int fd, const SockAddr& peer, std::string& error);
+// Whether `fd` is bound to the address `where` names (a datagram's
+// destination); true when `where` is unknown (family 0).
+bool bound_to(int fd, const PktInfo& where);
 // The receive buffer the kernel granted, in bytes (for logs).
 int receive_buffer(int fd);
 // The address a socket is bound to ("0.0.0.0:40000"), for logs.

@@ -151,6 +151,7 @@ void TunnelBase::on_wake(TimePoint now) {
     uint64_t count = 0;
     ssize_t n = ::read(link_.wake.get(), &count, sizeof count);
     (void)n;  // EAGAIN: a spurious wake-up; the requests below are checked anyway
+    if (!stopping_) on_wake_mode(now);
     if (link_.stop_signal.load() != 0 && !stopping_) {
         stopping_ = true;
         reset_on_stop_ = close_all(now);

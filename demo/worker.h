@@ -16,6 +16,7 @@
 #include <optional>
 #include <string>
 
+#include "demo/balance.h"
 #include "demo/log.h"
 #include "demo/options.h"
 #include "demo/stats.h"
@@ -68,6 +69,8 @@ struct WorkerParts {
     faketcp::Tun& tun;
     std::optional<size_t> queue;  // the one TUN queue this worker serves; nullopt: all of them
     WorkerLink& link;
+    uint32_t index = 0;              // this worker's number, 0 .. workers - 1
+    FlowBalance* balance = nullptr;  // client with several workers: where new flows go (demo/balance.h)
 };
 
 // ---------------------------------------------------------------------------
@@ -120,6 +123,9 @@ protected:
     virtual size_t close_all(faketcp::TimePoint now) = 0;
     // Adds what the role counts itself (and derived state) to `c`.
     virtual void fill_mode_counters(TunnelCounters& c) const = 0;
+    // The wake eventfd fired: besides the main thread's requests, the role's
+    // own mail (the client's FlowBalance mailbox) may wait.
+    virtual void on_wake_mode(faketcp::TimePoint /*now*/) {}
 
     // --- The setup and the clock -------------------------------------------
 
