@@ -3052,6 +3052,7 @@ Reactor::Reactor(Reactor&& o) noexcept
       adaptive_(o.adaptive_),
       polled_wakeups_(o.polled_wakeups_),
       sleeps_(o.sleeps_),
+      empty_polls_(o.empty_polls_),
       watches_(std::move(o.watches_)),
       handlers_(std::move(o.handlers_)) {}
 
@@ -3064,6 +3065,7 @@ Reactor& Reactor::operator=(Reactor&& o) noexcept {
         adaptive_ = o.adaptive_;
         polled_wakeups_ = o.polled_wakeups_;
         sleeps_ = o.sleeps_;
+        empty_polls_ = o.empty_polls_;
         watches_ = std::move(o.watches_);
         handlers_ = std::move(o.handlers_);
     }
@@ -3136,6 +3138,7 @@ int Reactor::wait(epoll_event* events, int max_events, TimePoint start, TimePoin
                 if (n > 0) ++polled_wakeups_;
                 return n;
             }
+            ++empty_polls_;
             // Adaptive polling gives way to runnable threads between polls (the
             // fixed spin keeps its documented behaviour: it never yields).
             if (!fixed) sched_yield();

@@ -1157,10 +1157,12 @@ public:
     // the CPU (sched_yield) between polls, so on a busy host a polling thread
     // gives way to runnable threads instead of delaying them.
     void set_poll_budget(Duration budget) { adaptive_ = AdaptivePoll(budget); }
-    // How many waits ended during a poll (input found without sleeping) and
-    // how many slept: what the policy did, for statistics.
+    // How many waits ended during a poll (input found without sleeping), how
+    // many slept, and how many polls found nothing: what the policy did and
+    // what it cost, for statistics.
     uint64_t polled_wakeups() const { return polled_wakeups_; }
     uint64_t sleeps() const { return sleeps_; }
+    uint64_t empty_polls() const { return empty_polls_; }
 
 private:
     int wait(epoll_event* events, int max_events, TimePoint start, TimePoint wake);
@@ -1170,6 +1172,7 @@ private:
     AdaptivePoll adaptive_;
     uint64_t polled_wakeups_ = 0;
     uint64_t sleeps_ = 0;
+    uint64_t empty_polls_ = 0;
     struct Watch {  // indexed by fd
         Handler* handler = nullptr;
         uint32_t generation = 0;  // bumped on removal: stale epoll events are ignored

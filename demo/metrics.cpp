@@ -150,6 +150,9 @@ const Field kTunnelFields[] = {
     {"faketcp_tunnel_udp_gso_refused_total", Type::counter, "UDP_SEGMENT runs the kernel refused (then sent one by one).", UDPOFF(gso_refused)},
     {"faketcp_tunnel_udp_gro_receives_total", Type::counter, "UDP receives that returned a coalesced (GRO) run.", UDPOFF(gro_receives)},
     {"faketcp_tunnel_udp_gro_datagrams_total", Type::counter, "Datagrams split from coalesced UDP receives.", UDPOFF(gro_datagrams)},
+    {"faketcp_loop_polled_wakeups_total", Type::counter, "Event-loop waits that found input while polling (--poll-budget, --busy-poll).", TUNNEL(loop_polled_wakeups)},
+    {"faketcp_loop_sleeps_total", Type::counter, "Event-loop waits that slept in epoll_wait.", TUNNEL(loop_sleeps)},
+    {"faketcp_loop_empty_polls_total", Type::counter, "Polls of the event loop that found no input: the CPU polling cost.", TUNNEL(loop_empty_polls)},
 };
 
 const Field kClientFields[] = {

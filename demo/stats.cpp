@@ -121,6 +121,13 @@ void add_server_line(LogBlock& block, const TunnelCounters& c, const char* when)
               udp_offload_text(c.udp_offload).c_str());
 }
 
+// "stats: event loop: ...": what adaptive polling (--poll-budget) did and
+// what it cost: input found while polling, after sleeping, and empty polls.
+void add_loop_line(LogBlock& block, const TunnelCounters& c, const char* when) {
+    block.add("stats%s: event loop: woke by polling %" PRIu64 ", after sleeping %" PRIu64 ", empty polls %" PRIu64,
+              when, c.loop_polled_wakeups, c.loop_sleeps, c.loop_empty_polls);
+}
+
 }  // namespace
 
 void log_stats(Mode mode, const std::vector<Snapshot>& per_worker, bool tun_offload, const char* when) {
@@ -133,6 +140,7 @@ void log_stats(Mode mode, const std::vector<Snapshot>& per_worker, bool tun_offl
         add_client_line(block, snap.tunnel, when);
     else
         add_server_line(block, snap.tunnel, when);
+    add_loop_line(block, snap.tunnel, when);
     if (per_worker.size() > 1) add_queue_line(block, mode, per_worker, when);
 }
 

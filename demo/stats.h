@@ -30,6 +30,9 @@ struct TunnelCounters {
     uint64_t flows_rebalanced = 0, handoff_datagrams = 0, handoff_drops = 0;
     // server
     uint64_t accepted = 0, peer_closed = 0, socket_errors = 0;
+    // the worker's event loop (faketcp::Reactor): waits that found input while
+    // polling, waits that slept, and polls that found nothing
+    uint64_t loop_polled_wakeups = 0, loop_sleeps = 0, loop_empty_polls = 0;
     UdpOffloadStats udp_offload;
 };
 

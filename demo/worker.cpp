@@ -115,6 +115,9 @@ Snapshot TunnelBase::snapshot() const {
     s.tunnel = counters_;
     add_udp_errors(s.tunnel, udp_errors_);
     fill_mode_counters(s.tunnel);
+    s.tunnel.loop_polled_wakeups = reactor_.polled_wakeups();
+    s.tunnel.loop_sleeps = reactor_.sleeps();
+    s.tunnel.loop_empty_polls = reactor_.empty_polls();
     return s;
 }
 

@@ -56,18 +56,22 @@ done
 grep -q '^faketcp_build_info{version="[^"]*",mode="server"} 1$' "$WORK/server.prom" || fail "server: build_info"
 
 step "the counters move with traffic"
-read -r c_in0 c_peers0 < <(MT "$NS_C" value --target "$C_METRICS" faketcp_tunnel_udp_receive_datagrams_total \
-    faketcp_tunnel_udp_peers | xargs) || fail "client values"
+read -r c_in0 c_peers0 c_slept0 c_polled0 < <(MT "$NS_C" value --target "$C_METRICS" faketcp_tunnel_udp_receive_datagrams_total \
+    faketcp_tunnel_udp_peers faketcp_loop_sleeps_total faketcp_loop_polled_wakeups_total | xargs) || fail "client values"
 s_in0=$(MT "$NS_S" value --target "$S_METRICS" faketcp_stack_receive_datagrams_total) || fail "server value"
 out=$(udp "$NS_C" load --target 127.0.0.1:5000 --flows 2 --count 300 --seed 34) || fail "echo: $out"
 sleep 0.3  # a scrape within 0.1 s of the last one shows the same text
-read -r c_in1 c_peers1 < <(MT "$NS_C" value --target "$C_METRICS" faketcp_tunnel_udp_receive_datagrams_total \
-    faketcp_tunnel_udp_peers | xargs) || fail "client values"
+read -r c_in1 c_peers1 c_slept1 c_polled1 < <(MT "$NS_C" value --target "$C_METRICS" faketcp_tunnel_udp_receive_datagrams_total \
+    faketcp_tunnel_udp_peers faketcp_loop_sleeps_total faketcp_loop_polled_wakeups_total | xargs) || fail "client values"
 s_in1=$(MT "$NS_S" value --target "$S_METRICS" faketcp_stack_receive_datagrams_total) || fail "server value"
 note "client UDP in $c_in0 -> $c_in1, peers $c_peers0 -> $c_peers1; server datagrams in $s_in0 -> $s_in1"
 [ $((c_in1 - c_in0)) -ge 600 ] || fail "client UDP datagrams in moved by $((c_in1 - c_in0)), want >= 600"
 [ $((s_in1 - s_in0)) -ge 600 ] || fail "server datagrams in moved by $((s_in1 - s_in0)), want >= 600"
 [ $((c_peers1 - c_peers0)) = 2 ] || fail "client UDP peers went $c_peers0 -> $c_peers1, want 2 more"
+# the event-loop counters are live: the echo woke the client's loop (sleeping or polling)
+wakes=$(( (c_slept1 + c_polled1) - (c_slept0 + c_polled0) ))
+note "client event-loop wake-ups during the echo: $wakes (slept $c_slept0 -> $c_slept1, polled $c_polled0 -> $c_polled1)"
+[ "$wakes" -ge 1 ] || fail "client event-loop wake-up counters did not move ($wakes)"
 
 # --- abuse, with the echo checked all along ----------------------------------
 # echo_loop: rounds of 100 echoed datagrams until $WORK/abuse.done exists; one

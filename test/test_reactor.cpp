@@ -183,3 +183,22 @@ TEST_CASE("Reactor: adaptive polling counts a wake-up found by polling after clo
     CHECK(reactor->sleeps() == sleeps_before);  // found while polling
     CHECK(reactor->polled_wakeups() >= 1);
 }
+
+TEST_CASE("Reactor: polls that find nothing are counted, and a poll up to the deadline never sleeps") {
+    auto reactor = ft::Reactor::create();
+    REQUIRE(reactor);
+    reactor->set_poll_budget(1000ms);
+    Pipe p;
+    Recorder h;
+    REQUIRE(reactor->add_fd(p.r, h));
+    p.put('a');
+    REQUIRE(reactor->run_once(1s));
+    p.put('b');
+    REQUIRE(reactor->run_once(1s));  // two close arrivals: the policy now polls
+    const uint64_t sleeps_before = reactor->sleeps();
+    CHECK(reactor->empty_polls() == 0);
+    REQUIRE(reactor->run_once(20ms));  // nothing comes: poll until the 20 ms wait is over
+    CHECK(h.log == "reree");  // no input read; the batch-end call comes every iteration
+    CHECK(reactor->empty_polls() >= 1);
+    CHECK(reactor->sleeps() == sleeps_before);
+}

@@ -153,6 +153,7 @@ for role in client server; do
     grep -o 'TUN offload: .*' "$WORK/$role.log" | tail -n 1 | sed "s/^/$role  /"
     grep -o 'UDP GSO: .*' "$WORK/$role.log" | tail -n 1 | sed "s/^/$role  /"
     grep -o 'queues: .*' "$WORK/$role.log" | tail -n 1 | sed "s/^/$role  /"
+    grep -o 'event loop: .*' "$WORK/$role.log" | tail -n 1 | sed "s/^/$role  /"
 done
 # Where each process's CPU goes, by kernel path: the inclusive share (perf's "children"
 # column) of each path's entry symbol, and that share of the measured CPU per datagram.
