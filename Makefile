@@ -22,6 +22,8 @@
 #   make deb          faketcp_<version>_<arch>.deb here, with dpkg-deb (binary in /usr/bin)
 #   make deb-check    (root) make deb, then the package installed into a throw-away root:
 #                     its files, maintainer scripts, lintian, systemd-analyze verify, man -l
+#   make systemd-check (root) make deb, then the package under a real systemd: a minimal
+#                     Debian 12 root booted in systemd-nspawn, both units with --auto-rules
 #   make man-check    (in make test) faketcp(8) lists exactly --help's flags and renders cleanly
 #   make install-check (in make test) make install/uninstall into throw-away directories
 #   make clean
@@ -61,7 +63,7 @@ FUZZ_TARGETS := $(patsubst test/fuzz/%.cpp,%,$(wildcard test/fuzz/fuzz_*.cpp))
 FUZZ_FLAGS := -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 
 .PHONY: check-cxx fuzz all test unit-test vendor-check readme-example netns-test demo sanitize deps clean check-doctest
-.PHONY: install uninstall deb deb-check man-check install-check check-deb-tools check-version
+.PHONY: install uninstall deb deb-check systemd-check man-check install-check check-deb-tools check-version
 
 all: $(BUILD)/faketcp $(BUILD)/unit_tests
 
@@ -409,6 +411,11 @@ deb-check: deb
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory deps DEPS=pkg
 	bash demo/dist/tests/deb.sh "$(deb_file)" "$(VERSION)"
+
+systemd-check: deb
+	@if [ "$(IS_ROOT)" != yes ]; then echo "make systemd-check needs root (debootstrap, systemd-nspawn): run 'sudo make systemd-check'" >&2; exit 1; fi
+	@$(MAKE) --no-print-directory deps DEPS=pkg
+	bash demo/dist/tests/systemd.sh "$(deb_file)"
 
 clean:
 	rm -rf $(BUILD)

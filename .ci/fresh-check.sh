@@ -20,53 +20,15 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 
 SUITE=bookworm
 INCLUDE=build-essential,iproute2,git,ca-certificates
-CACHE=${FRESH_CACHE:-/var/cache/faketcp-ci}
 export DEBIAN_FRONTEND=noninteractive
 t_start=$(date +%s)
 say() { echo "fresh-check: $*"; }
 
-# The Debian mirror this machine's apt uses (deb822 or one-line sources), so the
-# root comes from where `apt-get install` here would fetch.
-host_mirror() {
-    local f
-    for f in /etc/apt/sources.list.d/*.sources; do
-        [ -e "$f" ] || continue
-        awk 'tolower($1) == "uris:" { u = $2 } tolower($1) == "suites:" && $0 ~ /[[:space:]]'"$SUITE"'([[:space:]]|$)/ && u !~ /security/ { print u; exit }
-             /^[[:space:]]*$/ { u = "" }' "$f"
-    done
-    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-        [ -e "$f" ] || continue
-        awk '$1 == "deb" && $0 ~ /[[:space:]]'"$SUITE"'[[:space:]]/ && $0 !~ /security/ { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; exit } }' "$f"
-    done
-}
-MIRROR=$(host_mirror | head -n1)
-MIRROR=${MIRROR:-http://deb.debian.org/debian}
+source "$repo/.ci/debroot.sh"
+DEBROOT_WHO=fresh-check
 
 # --- the cached minimal root ---------------------------------------------------
-key=$(printf '%s\n' "$SUITE" minbase "$INCLUDE" "$MIRROR" "$(dpkg --print-architecture)" | sha256sum | cut -c1-16)
-if command -v zstd >/dev/null; then comp=--zstd ext=tar.zst; else comp=--gzip ext=tar.gz; fi
-tarball="$CACHE/debian-$SUITE-minbase-$key.$ext"
-if [ ! -s "$tarball" ]; then
-    if ! command -v debootstrap >/dev/null; then
-        say "installing debootstrap"
-        { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends debootstrap >/dev/null; } \
-            || { say "apt-get install debootstrap failed" >&2; exit 1; }
-    fi
-    mkdir -p "$CACHE"
-    build=$(mktemp -d "$CACHE/build.XXXXXX")
-    trap 'rm -rf --one-file-system "$build"' EXIT
-    say "building the minimal root ($SUITE from $MIRROR, minbase + $INCLUDE), cached as $tarball"
-    if ! debootstrap --variant=minbase --include="$INCLUDE" "$SUITE" "$build/root" "$MIRROR" >"$build/debootstrap.log" 2>&1; then
-        say "debootstrap failed; its last lines:" >&2
-        tail -n 30 "$build/debootstrap.log" | sed 's/^/    | /' >&2
-        exit 1
-    fi
-    rm -rf "$build/root/var/cache/apt/archives/"*.deb
-    tar -C "$build/root" $comp -cf "$build/root.$ext" . && mv "$build/root.$ext" "$tarball"
-    rm -rf --one-file-system "$build"
-    trap - EXIT
-    say "root built and cached in $(( $(date +%s) - t_start )) s"
-fi
+tarball=$(debroot_tarball "$SUITE" "$INCLUDE") || exit 1
 
 # --- a throw-away copy, its mounts undone whatever happens ---------------------
 ROOT=$(mktemp -d /var/tmp/ftc-fresh.XXXXXX)

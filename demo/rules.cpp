@@ -319,11 +319,14 @@ std::optional<OtherInstance> other_instance(const std::string& own_tun) {
     return std::nullopt;
 }
 
-// Who turns forwarding back off. An instance that turned it on but exits while
-// another instance's rules remain hands that duty to the other one: a marker in
-// the heir's own table (an empty nft chain) or an empty iptables chain
-// FTC-<tun>-F4/F6, which the heir reads when it exits. So the last instance
-// out restores the sysctl, whatever the order they stopped in.
+// Who turns forwarding back off. The duty is a marker in an instance's own
+// rules (an empty nft chain in its table, or an empty iptables chain
+// FTC-<tun>-F4/F6): the instance that turned the sysctl on records it there at
+// start-up; one that exits while another instance's rules remain hands it to
+// the other one by adding the marker to the heir's rules, which the heir reads
+// when it exits. So the last instance out restores the sysctl, whatever the
+// order they stopped in, and an instance restarted after a SIGKILL finds the
+// duty in the stale rules it replaces.
 const char* forwarding_marker(bool v6) { return v6 ? "forwarding_v6" : "forwarding_v4"; }
 std::string ipt_forwarding_marker(const std::string& tun, bool v6) { return ipt_chain(tun, v6 ? "F6" : "F4"); }
 
@@ -337,16 +340,22 @@ void hand_over_forwarding(const OtherInstance& heir, bool v4, bool v6) {
     }
 }
 
-// Whether an instance that left before us handed us the duty for the v4 (or
-// v6) sysctl; its marker goes with our rules (iptables: removed here).
-bool inherited_forwarding(const std::string& tun, bool nft, bool v6) {
+// Whether the rules of TUN `tun` carry the duty for the v4 (or v6) sysctl:
+// the instance that turned it on recorded it there, or one that left before
+// it handed it over.
+bool forwarding_duty_recorded(const std::string& tun, bool nft, bool v6) {
     if (nft) {
         RunResult r = run({"nft", "list", "chain", "inet", nft_table_name(tun), forwarding_marker(v6)});
         return r.started && r.status == 0;
     }
-    const std::string chain = ipt_forwarding_marker(tun, v6);
-    if (!iptables_chain_exists("iptables", "filter", chain)) return false;
-    (void)run({"iptables", "-w", "-t", "filter", "-X", chain});
+    return iptables_chain_exists("iptables", "filter", ipt_forwarding_marker(tun, v6));
+}
+
+// Whether our rules carry that duty, read as we exit; the marker goes with
+// our rules (iptables: removed here).
+bool inherited_forwarding(const std::string& tun, bool nft, bool v6) {
+    if (!forwarding_duty_recorded(tun, nft, v6)) return false;
+    if (!nft) (void)run({"iptables", "-w", "-t", "filter", "-X", ipt_forwarding_marker(tun, v6)});
     return true;
 }
 
@@ -382,11 +391,17 @@ std::optional<AutoRules> AutoRules::install(const RuleSpec& spec) {
     const std::string table = nft_table_name(spec.tun);
     std::string nft_error, ipt_error;
 
+    // The duty to turn forwarding back off that a killed predecessor of the
+    // same TUN name recorded in its (stale) rules: ours now.
+    bool stale_duty_v4 = false, stale_duty_v6 = false;
     if (on_path("nft")) {
         RunResult exists = run({"nft", "list", "table", "inet", table});
-        if (exists.started && exists.status == 0)
+        if (exists.started && exists.status == 0) {
             LOG_WARN("auto-rules: removing the stale nftables table %s (left by an instance that did not exit cleanly)",
                      table.c_str());
+            stale_duty_v4 = forwarding_duty_recorded(spec.tun, true, false);
+            stale_duty_v6 = forwarding_duty_recorded(spec.tun, true, true);
+        }
         RunResult r = run({"nft", "-f", "-"}, nft_script(spec));
         if (r.started && r.status == 0) {
             rules.backend_ = Backend::nft;
@@ -410,10 +425,15 @@ std::optional<AutoRules> AutoRules::install(const RuleSpec& spec) {
         } else {
             std::vector<Command> stale = iptables_remove(spec);
             if (iptables_chain_exists("iptables", "filter", ipt_chain(spec.tun, "FWD")) ||
-                iptables_chain_exists("iptables", "nat", ipt_chain(spec.tun, "NAT")))
+                iptables_chain_exists("iptables", "nat", ipt_chain(spec.tun, "NAT"))) {
                 LOG_WARN("auto-rules: removing the stale iptables chains %s-* (left by an instance that did not exit "
                          "cleanly)",
                          ("FTC-" + spec.tun).c_str());
+                if (!forward_for_docker) {  // with nftables the duty was in its table
+                    stale_duty_v4 = forwarding_duty_recorded(spec.tun, false, false);
+                    stale_duty_v6 = forwarding_duty_recorded(spec.tun, false, true);
+                }
+            }
             run_quietly(stale);
             std::vector<Command> add;
             if (forward_for_docker) {
@@ -453,6 +473,15 @@ std::optional<AutoRules> AutoRules::install(const RuleSpec& spec) {
         LOG_ERROR("auto-rules: %s", error.c_str());
         return std::nullopt;  // the destructor removes the rules and restores the sysctls
     }
+    for (bool v6 : {false, true}) {
+        if (!(v6 ? stale_duty_v6 : stale_duty_v4)) continue;
+        (v6 ? rules.turned_on_v6_ : rules.turned_on_v4_) = true;
+        LOG_INFO("auto-rules: the instance whose stale rules were replaced had turned %s on; this one turns it back off",
+                 v6 ? kForward6 : kForward4);
+    }
+    // Recorded in our own rules, where it outlives a SIGKILL: the instance that
+    // replaces them after one still knows to restore the sysctl.
+    hand_over_forwarding(OtherInstance{rules.backend_ == Backend::nft, spec.tun}, rules.turned_on_v4_, rules.turned_on_v6_);
     return rules;
 }
 

@@ -139,6 +139,10 @@ echo6 " through client6 after client4 stopped"
 stop_pid "$CLI6" TERM 5 || fail "client6 exit $? on SIGTERM"
 stop_pid "$SRV3" TERM 5 || fail "server3 exit $?"
 no_rules "$NS_S" || fail "rules left in the server ns after the restart's exit"
+# server2 turned forwarding on and was killed; server3 found that in the stale table.
+grep -q "had turned .* on; this one turns it back off" "$WORK/server3.log" \
+    || fail "server3 did not take over turning forwarding off from the killed server2: $(grep auto-rules "$WORK/server3.log")"
+[ "$(fwd "$NS_S")" = 00 ] || fail "server ns forwarding $(fwd "$NS_S") after the killed server's successor stopped, want 00"
 no_rules "$NS_C" || fail "rules left in the client ns after the restart's exit"
 # client4 turned forwarding on and handed turning it off to client6, the last one out.
 grep -q "left turning .* back off to this one" "$WORK/client6b.log" \

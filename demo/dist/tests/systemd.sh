@@ -1,0 +1,205 @@
+#!/usr/bin/env bash
+# demo/dist/tests/systemd.sh DEB — the package under a real systemd (make systemd-check, root).
+#
+# A minimal Debian 12 root (.ci/debroot.sh: minbase + systemd, nftables, iproute2,
+# libcap2-bin, socat; cached) boots in a container, systemd-nspawn -b with its own
+# network namespace, so systemd is PID 1 there as on a server. The package is installed
+# with dpkg -i (its maintainer scripts see a running systemd), then, through the units
+# exactly as installed:
+#   1. faketcp-server@s and faketcp-client@c, both with auto-rules, start (Type=notify:
+#      `systemctl start` returns once READY=1 came) and stay up; each runs as a dynamic
+#      user, not root, with CAP_NET_ADMIN as its only capability, no_new_privs and a
+#      seccomp filter;
+#   2. datagrams sent to the client's UDP port come back from an echo service behind the
+#      server, through both TUNs and the rules --auto-rules loaded (no hand-written rule);
+#   3. warnings reach the journal at priority warning (the <N> prefix) without a
+#      timestamp of their own;
+#   4. SIGKILL: Restart=on-failure starts the server again, which replaces its stale table;
+#   5. `systemctl stop` of both: inactive, their nftables tables gone, the forwarding
+#      sysctls as they were before;
+#   6. a config file with an unknown key: the instance fails with the FILE:LINE error in
+#      its journal and is not restarted (RestartPreventExitStatus=2);
+#   7. the drop-in the units document for a thread per queue (CAP_BPF): the server steers
+#      its 2 queues by eBPF, one thread each, and still carries the echo.
+# The container's /dev/net/tun is created mode 0600 by systemd-nspawn; a host's udev makes
+# it 0666, so the test does the same before starting the units.
+# One [ OK ] / [FAIL] line (with the journal's tail on failure); exit 0 / 1.
+set -uo pipefail
+DEB=${1:?usage: systemd.sh DEB}
+NAME=systemd-check
+repo=$(cd "$(dirname "$0")/../../.." && pwd)
+fail() {
+    echo "[FAIL] $NAME: $*"
+    if [ -n "${LEADER:-}" ]; then
+        echo "    the container's journal for faketcp (last 25 lines):"
+        in_ct journalctl --no-pager -u 'faketcp-*' 2>/dev/null | tail -n 25 | sed 's/^/    | /'
+    fi
+    exit 1
+}
+[ "$(id -u)" = 0 ] || fail "needs root (debootstrap, systemd-nspawn)"
+[ -f "$DEB" ] || fail "no package $DEB"
+DEB=$(realpath "$DEB")
+for t in systemd-nspawn nsenter zstd; do
+    command -v $t >/dev/null || fail "$t is missing: run 'sudo make deps DEPS=pkg' (netns-tests/deps.list)"
+done
+
+source "$repo/.ci/debroot.sh"
+DEBROOT_WHO=$NAME
+tarball=$(debroot_tarball bookworm systemd,systemd-sysv,dbus,nftables,iproute2,libcap2-bin,socat,procps) \
+    || fail "could not build the minimal root"
+
+ROOT=$(mktemp -d /var/tmp/ftc-systemd.XXXXXX)
+MACHINE=ftc-sd-$$
+NSPAWN=""
+LEADER=""
+cleanup() {
+    if [ -n "$NSPAWN" ] && kill -0 "$NSPAWN" 2>/dev/null; then
+        [ -n "$LEADER" ] && in_ct systemctl poweroff --no-block >/dev/null 2>&1
+        for _ in $(seq 50); do kill -0 "$NSPAWN" 2>/dev/null || break; sleep 0.2; done
+        kill -KILL "$NSPAWN" 2>/dev/null
+        wait "$NSPAWN" 2>/dev/null
+    fi
+    if findmnt -rn -o TARGET | grep -q "^$ROOT\(/\|$\)"; then
+        echo "$NAME: mounts under $ROOT remain; not removing it" >&2
+    else
+        rm -rf --one-file-system "$ROOT"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+tar -C "$ROOT" -xf "$tarball" || fail "unpacking $tarball"
+cp "$DEB" "$ROOT/root/faketcp.deb"
+echo "$MACHINE" >"$ROOT/etc/hostname"
+
+# in_ct CMD...: CMD inside the booted container (all its namespaces), as its root.
+in_ct() { nsenter --target "$LEADER" --all "$@"; }
+# ct_sh SCRIPT: a shell script inside the container.
+ct_sh() { in_ct /bin/sh -c "$1"; }
+
+# --- boot ------------------------------------------------------------------------------
+# --keep-unit / --register=no: this host need not run systemd itself. CAP_BPF: a host's
+# root has it; systemd-nspawn leaves it out of the container's set unless asked (step 7).
+systemd-nspawn --quiet -D "$ROOT" -M "$MACHINE" -b --private-network --keep-unit --register=no \
+    --capability=CAP_BPF >"$ROOT.console" 2>&1 &
+NSPAWN=$!
+trap 'cleanup; rm -f "$ROOT.console"' EXIT
+for _ in $(seq 100); do
+    LEADER=$(pgrep -P "$NSPAWN" | head -n1)
+    [ -n "$LEADER" ] && [ "$(cat /proc/"$LEADER"/comm 2>/dev/null)" = systemd ] && break
+    LEADER=""
+    kill -0 "$NSPAWN" 2>/dev/null || break
+    sleep 0.1
+done
+[ -n "$LEADER" ] || { LEADER=""; fail "the container did not boot; console: $(tail -n 5 "$ROOT.console" | tr '\n' ' ')"; }
+# Until PID 1 has its control socket, systemctl fails at once: ask again.
+state=""
+for _ in $(seq 120); do
+    state=$(timeout 30 nsenter --target "$LEADER" --all systemctl is-system-running --wait 2>/dev/null)
+    case "$state" in running | degraded) break ;; esac
+    sleep 0.5
+done
+case "$state" in
+running | degraded) ;;
+*) fail "systemd in the container did not finish booting (state '$state')" ;;
+esac
+
+# --- the package, the test bed ---------------------------------------------------------
+ct_sh 'dpkg -i /root/faketcp.deb' >"$ROOT.dpkg.log" 2>&1 || fail "dpkg -i: $(tail -n 5 "$ROOT.dpkg.log" | tr '\n' ' ')"
+rm -f "$ROOT.dpkg.log"
+ct_sh 'chmod 0666 /dev/net/tun && ip link set lo up && ip addr add 10.99.0.1/32 dev lo' || fail "test bed set-up"
+cat >"$ROOT/etc/systemd/system/udpecho.service" <<'EOF'
+[Unit]
+Description=UDP echo on 127.0.0.1:6000, the service behind the faketcp server
+[Service]
+ExecStart=/usr/bin/socat UDP4-RECVFROM:6000,bind=127.0.0.1,fork EXEC:/bin/cat
+EOF
+printf '# server: fake TCP on port 4567, the echo service behind it\nlocal 4567\nremote 127.0.0.1:6000\ntun ftcs\nauto-rules\n' \
+    >"$ROOT/etc/faketcp/s.conf"
+printf '# client: UDP on 127.0.0.1:5000, the server at 10.99.0.1 (this container)\nlocal 127.0.0.1:5000\nremote 10.99.0.1:4567\ntun ftcc\nauto-rules\n' \
+    >"$ROOT/etc/faketcp/c.conf"
+chmod 0644 "$ROOT"/etc/faketcp/*.conf
+ct_sh 'systemctl daemon-reload && systemctl start udpecho' || fail "the echo service did not start"
+fwd_before=$(ct_sh 'sysctl -n net.ipv4.ip_forward net.ipv6.conf.all.forwarding' | xargs)
+
+prop() { in_ct systemctl show -p "$2" --value "$1"; }
+# echo_ok TAG: three datagrams through the tunnel, each echoed
+echo_ok() {
+    local i got
+    for i in 1 2 3; do
+        got=$(ct_sh "echo $1-$i | timeout 5 socat -t 3 - UDP4:127.0.0.1:5000") || return 1
+        [ "$got" = "$1-$i" ] || return 1
+    done
+}
+
+# --- 1. both units up, with the rights they promise ------------------------------------
+ct_sh 'systemctl start faketcp-server@s faketcp-client@c' || fail "systemctl start of faketcp-server@s and faketcp-client@c failed"
+sleep 1
+for u in faketcp-server@s faketcp-client@c; do
+    [ "$(prop $u ActiveState)/$(prop $u SubState)" = active/running ] || fail "$u is $(prop $u ActiveState)/$(prop $u SubState)"
+    [ "$(prop $u NRestarts)" = 0 ] || fail "$u restarted $(prop $u NRestarts) times"
+    pid=$(prop $u MainPID)
+    status=$(ct_sh "cat /proc/$pid/status")
+    uid=$(awk '/^Uid:/ { print $3 }' <<<"$status")
+    [ "${uid:-0}" -ge 61184 ] && [ "$uid" -le 65519 ] || fail "$u runs as uid $uid, not a dynamic user"
+    [ "$(awk '/^CapEff:/ { print $2 }' <<<"$status")" = 0000000000001000 ] || fail "$u capabilities: $(grep '^Cap' <<<"$status" | xargs)"
+    [ "$(awk '/^NoNewPrivs:/ { print $2 }' <<<"$status")" = 1 ] || fail "$u: no_new_privs not set"
+    [ "$(awk '/^Seccomp:/ { print $2 }' <<<"$status")" = 2 ] || fail "$u: no seccomp filter"
+done
+
+# --- 2. the echo through both tunnels, on the rules --auto-rules loaded ----------------
+echo_ok first || fail "no echo through faketcp-client@c -> faketcp-server@s"
+tables=$(ct_sh 'nft list tables' | xargs)
+[ "$tables" = "table inet faketcp-ftcs table inet faketcp-ftcc" ] || [ "$tables" = "table inet faketcp-ftcc table inet faketcp-ftcs" ] \
+    || fail "nftables tables while running: '$tables'"
+
+# --- 3. the journal: priorities, no second timestamp -----------------------------------
+warn=$(in_ct journalctl --no-pager -o cat -p warning -u faketcp-server@s | grep -m1 'cannot steer') \
+    || fail "the steering warning is not in the journal at priority warning"
+[[ "$warn" == WARN* ]] || fail "journal line carries more than the message: '$warn'"
+in_ct journalctl --no-pager -o cat -p info -u faketcp-server@s | grep -q '^INFO server ready' || fail "no 'server ready' line at priority info"
+in_ct journalctl --no-pager -o cat -p warning -u faketcp-server@s | grep -q 'server ready' && fail "'server ready' logged at priority warning or above"
+
+# --- 4. SIGKILL: restarted, the stale table replaced -----------------------------------
+in_ct systemctl kill -s KILL faketcp-server@s || fail "systemctl kill"
+for _ in $(seq 50); do [ "$(prop faketcp-server@s NRestarts)" = 1 ] && [ "$(prop faketcp-server@s SubState)" = running ] && break; sleep 0.2; done
+[ "$(prop faketcp-server@s NRestarts)/$(prop faketcp-server@s SubState)" = 1/running ] \
+    || fail "after SIGKILL: restarts $(prop faketcp-server@s NRestarts), state $(prop faketcp-server@s SubState)"
+in_ct journalctl --no-pager -o cat -u faketcp-server@s | grep -q 'removing the stale nftables table faketcp-ftcs' \
+    || fail "the restarted server did not report replacing its stale table"
+echo_ok restarted || fail "no echo after the server's restart"
+
+# --- 5. stop: rules and forwarding as before ---------------------------------------------
+ct_sh 'systemctl stop faketcp-client@c faketcp-server@s' || fail "systemctl stop"
+for u in faketcp-server@s faketcp-client@c; do
+    [ "$(prop $u ActiveState)" = inactive ] || fail "$u is $(prop $u ActiveState) after stop"
+done
+tables=$(ct_sh 'nft list tables' | xargs)
+[ -z "$tables" ] || fail "tables left after stop: '$tables'"
+fwd_after=$(ct_sh 'sysctl -n net.ipv4.ip_forward net.ipv6.conf.all.forwarding' | xargs)
+[ "$fwd_after" = "$fwd_before" ] || fail "forwarding sysctls '$fwd_before' before, '$fwd_after' after"
+
+# --- 6. a bad config: one line in the journal, no restart loop ---------------------------
+printf 'local 4567\nremote 127.0.0.1:6000\ntun ftcb\nno-such-flag 1\n' >"$ROOT/etc/faketcp/bad.conf"
+chmod 0644 "$ROOT/etc/faketcp/bad.conf"
+ct_sh 'systemctl start faketcp-server@bad' >/dev/null 2>&1 && fail "faketcp-server@bad started with an unknown key"
+sleep 3  # RestartSec=2: a restart would have come by now
+[ "$(prop faketcp-server@bad NRestarts)" = 0 ] || fail "faketcp-server@bad restarted $(prop faketcp-server@bad NRestarts) times"
+[ "$(prop faketcp-server@bad ExecMainStatus)" = 2 ] || fail "faketcp-server@bad exit status $(prop faketcp-server@bad ExecMainStatus), want 2"
+in_ct journalctl --no-pager -o cat -u faketcp-server@bad | grep -q '/etc/faketcp/bad.conf:4: ' \
+    || fail "no FILE:LINE error for the bad key in the journal"
+
+# --- 7. the CAP_BPF drop-in: one thread per queue --------------------------------------
+mkdir -p "$ROOT/etc/systemd/system/faketcp-server@.service.d"
+printf '[Service]\nAmbientCapabilities=CAP_BPF\nCapabilityBoundingSet=CAP_BPF\n' \
+    >"$ROOT/etc/systemd/system/faketcp-server@.service.d/queue-steering.conf"
+printf 'queues 2\n' >>"$ROOT/etc/faketcp/s.conf"
+steer_warnings() { in_ct journalctl --no-pager -o cat -u faketcp-server@s | grep -c 'cannot steer'; }
+warned_before=$(steer_warnings)
+ct_sh 'systemctl daemon-reload && systemctl start faketcp-server@s faketcp-client@c' || fail "start with the CAP_BPF drop-in"
+[ "$(steer_warnings)" = "$warned_before" ] || fail "with CAP_BPF the server still cannot steer its queues"
+ready=$(in_ct journalctl --no-pager -o cat -u faketcp-server@s | grep 'server ready' | tail -n1)
+[[ "$ready" == *"with 2 queues, one thread each"* ]] || fail "with CAP_BPF: '$ready'"
+echo_ok steered || fail "no echo with the server's queues steered by eBPF"
+ct_sh 'systemctl stop faketcp-client@c faketcp-server@s' || fail "systemctl stop"
+
+echo "[ OK ] $NAME: the package under systemd $(in_ct systemctl --version | head -n1 | awk '{print $2}') as PID 1: both units up as dynamic users with CAP_NET_ADMIN only, echo through --auto-rules, journal priorities, restart after SIGKILL, clean stop, a bad config not restarted, eBPF steering with the CAP_BPF drop-in"
