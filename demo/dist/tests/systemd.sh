@@ -11,19 +11,22 @@
 #      user, not root, with CAP_NET_ADMIN as its only capability, no_new_privs and a
 #      seccomp filter;
 #   2. datagrams sent to the client's UDP port come back from an echo service behind the
-#      server, through both TUNs and the rules --auto-rules loaded (no hand-written rule);
-#   3. warnings reach the journal at priority warning (the <N> prefix) without a
-#      timestamp of their own;
-#   4. SIGKILL: Restart=on-failure starts the server again, which replaces its stale table;
+#      server, through both TUNs and the rules --auto-rules loaded (no hand-written rule).
+#      Both run 2 queues (`queues 2`), so each tries to load its eBPF steering program
+#      whatever the host's CPU count: bpf(2) must fail with EPERM (no CAP_BPF in the units:
+#      one thread serves both queues, with a warning), never kill the process with SIGSYS;
+#   3. SIGKILL: Restart=on-failure starts the server again, which replaces its stale table
+#      and takes over turning forwarding back off;
+#   4. the journal: warnings at priority warning (the <N> prefix), info at info, no
+#      timestamp of faketcp's own;
 #   5. `systemctl stop` of both: inactive, their nftables tables gone, the forwarding
 #      sysctls as they were before;
 #   6. a config file with an unknown key: the instance fails with the FILE:LINE error in
-#      its journal and is not restarted (RestartPreventExitStatus=2);
-#   7. the drop-in the units document for a thread per queue (CAP_BPF): the server steers
-#      its 2 queues by eBPF, one thread each, and still carries the echo.
+#      its journal and is not restarted (RestartPreventExitStatus=2).
 # The container's /dev/net/tun is created mode 0600 by systemd-nspawn; a host's udev makes
 # it 0666, so the test does the same before starting the units.
-# One [ OK ] / [FAIL] line (with the journal's tail on failure); exit 0 / 1.
+# One [ OK ] / [FAIL] line (with the journal's tail on failure); exit 0 / 1. Where
+# systemd-nspawn cannot boot a container at all: [SKIP] with its output, exit 77.
 set -uo pipefail
 DEB=${1:?usage: systemd.sh DEB}
 NAME=systemd-check
@@ -77,10 +80,9 @@ in_ct() { nsenter --target "$LEADER" --all "$@"; }
 ct_sh() { in_ct /bin/sh -c "$1"; }
 
 # --- boot ------------------------------------------------------------------------------
-# --keep-unit / --register=no: this host need not run systemd itself. CAP_BPF: a host's
-# root has it; systemd-nspawn leaves it out of the container's set unless asked (step 7).
+# --keep-unit / --register=no: this host need not run systemd itself.
 systemd-nspawn --quiet -D "$ROOT" -M "$MACHINE" -b --private-network --keep-unit --register=no \
-    --capability=CAP_BPF >"$ROOT.console" 2>&1 &
+    >"$ROOT.console" 2>&1 &
 NSPAWN=$!
 trap 'cleanup; rm -f "$ROOT.console"' EXIT
 for _ in $(seq 100); do
@@ -90,7 +92,14 @@ for _ in $(seq 100); do
     kill -0 "$NSPAWN" 2>/dev/null || break
     sleep 0.1
 done
-[ -n "$LEADER" ] || { LEADER=""; fail "the container did not boot; console: $(tail -n 5 "$ROOT.console" | tr '\n' ' ')"; }
+# A machine where systemd-nspawn cannot boot a container (no cgroup rights, inside
+# another container) cannot run this check at all: a loud skip, not a verdict on the package.
+skip_no_boot() {
+    echo "[SKIP] $NAME: $1; systemd-nspawn's last lines:"
+    tail -n 8 "$ROOT.console" | sed 's/^/    | /'
+    exit 77
+}
+[ -n "$LEADER" ] || skip_no_boot "systemd-nspawn could not boot a container on this machine"
 # Until PID 1 has its control socket, systemctl fails at once: ask again.
 state=""
 for _ in $(seq 120); do
@@ -100,7 +109,7 @@ for _ in $(seq 120); do
 done
 case "$state" in
 running | degraded) ;;
-*) fail "systemd in the container did not finish booting (state '$state')" ;;
+*) skip_no_boot "systemd in the container did not finish booting (state '$state')" ;;
 esac
 
 # --- the package, the test bed ---------------------------------------------------------
@@ -113,15 +122,16 @@ Description=UDP echo on 127.0.0.1:6000, the service behind the faketcp server
 [Service]
 ExecStart=/usr/bin/socat UDP4-RECVFROM:6000,bind=127.0.0.1,fork EXEC:/bin/cat
 EOF
-printf '# server: fake TCP on port 4567, the echo service behind it\nlocal 4567\nremote 127.0.0.1:6000\ntun ftcs\nauto-rules\n' \
+printf '# server: fake TCP on port 4567, the echo service behind it\nlocal 4567\nremote 127.0.0.1:6000\ntun ftcs\nqueues 2\nauto-rules\n' \
     >"$ROOT/etc/faketcp/s.conf"
-printf '# client: UDP on 127.0.0.1:5000, the server at 10.99.0.1 (this container)\nlocal 127.0.0.1:5000\nremote 10.99.0.1:4567\ntun ftcc\nauto-rules\n' \
+printf '# client: UDP on 127.0.0.1:5000, the server at 10.99.0.1 (this container)\nlocal 127.0.0.1:5000\nremote 10.99.0.1:4567\ntun ftcc\nqueues 2\nauto-rules\n' \
     >"$ROOT/etc/faketcp/c.conf"
 chmod 0644 "$ROOT"/etc/faketcp/*.conf
 ct_sh 'systemctl daemon-reload && systemctl start udpecho' || fail "the echo service did not start"
 fwd_before=$(ct_sh 'sysctl -n net.ipv4.ip_forward net.ipv6.conf.all.forwarding' | xargs)
 
 prop() { in_ct systemctl show -p "$2" --value "$1"; }
+grep_journal() { in_ct journalctl --no-pager -o cat -u faketcp-server@s | grep -q "$1"; }
 # echo_ok TAG: three datagrams through the tunnel, each echoed
 echo_ok() {
     local i got
@@ -152,21 +162,31 @@ tables=$(ct_sh 'nft list tables' | xargs)
 [ "$tables" = "table inet faketcp-ftcs table inet faketcp-ftcc" ] || [ "$tables" = "table inet faketcp-ftcc table inet faketcp-ftcs" ] \
     || fail "nftables tables while running: '$tables'"
 
-# --- 3. the journal: priorities, no second timestamp -----------------------------------
-warn=$(in_ct journalctl --no-pager -o cat -p warning -u faketcp-server@s | grep -m1 'cannot steer') \
-    || fail "the steering warning is not in the journal at priority warning"
-[[ "$warn" == WARN* ]] || fail "journal line carries more than the message: '$warn'"
-in_ct journalctl --no-pager -o cat -p info -u faketcp-server@s | grep -q '^INFO server ready' || fail "no 'server ready' line at priority info"
-in_ct journalctl --no-pager -o cat -p warning -u faketcp-server@s | grep -q 'server ready' && fail "'server ready' logged at priority warning or above"
-
-# --- 4. SIGKILL: restarted, the stale table replaced -----------------------------------
+# --- 3. SIGKILL: restarted, the stale table replaced -----------------------------------
 in_ct systemctl kill -s KILL faketcp-server@s || fail "systemctl kill"
 for _ in $(seq 50); do [ "$(prop faketcp-server@s NRestarts)" = 1 ] && [ "$(prop faketcp-server@s SubState)" = running ] && break; sleep 0.2; done
 [ "$(prop faketcp-server@s NRestarts)/$(prop faketcp-server@s SubState)" = 1/running ] \
     || fail "after SIGKILL: restarts $(prop faketcp-server@s NRestarts), state $(prop faketcp-server@s SubState)"
-in_ct journalctl --no-pager -o cat -u faketcp-server@s | grep -q 'removing the stale nftables table faketcp-ftcs' \
+grep_journal 'removing the stale nftables table faketcp-ftcs' \
     || fail "the restarted server did not report replacing its stale table"
+grep_journal 'had turned .* on; this one turns it back off' \
+    || fail "the restarted server did not take over turning forwarding back off"
 echo_ok restarted || fail "no echo after the server's restart"
+
+# --- 4. the journal: priorities, no second timestamp -----------------------------------
+warn=$(in_ct journalctl --no-pager -o cat -p warning -u faketcp-server@s | grep -m1 'removing the stale nftables table') \
+    || fail "the stale-table warning is not in the journal at priority warning"
+[[ "$warn" == WARN\ auto-rules:* ]] || fail "journal line carries more than the level and message: '$warn'"
+in_ct journalctl --no-pager -o cat -p info -u faketcp-server@s | grep -q '^INFO server ready' || fail "no 'server ready' line at priority info"
+in_ct journalctl --no-pager -o cat -p warning -u faketcp-server@s | grep -q 'server ready' && fail "'server ready' logged at priority warning or above"
+ready=$(in_ct journalctl --no-pager -o cat -u faketcp-server@s | grep 'server ready' | tail -n1)
+case "$ready" in
+*"with 2 queues, one thread each"*) ;;  # a host that lets an unprivileged user load socket filters
+*"with 2 queues, one thread for all"*)
+    in_ct journalctl --no-pager -o cat -p warning -u faketcp-server@s | grep -q 'cannot steer connections to queues' \
+        || fail "one thread for both queues, but no warning saying why" ;;
+*) fail "server ready line: '$ready'" ;;
+esac
 
 # --- 5. stop: rules and forwarding as before ---------------------------------------------
 ct_sh 'systemctl stop faketcp-client@c faketcp-server@s' || fail "systemctl stop"
@@ -188,18 +208,4 @@ sleep 3  # RestartSec=2: a restart would have come by now
 in_ct journalctl --no-pager -o cat -u faketcp-server@bad | grep -q '/etc/faketcp/bad.conf:4: ' \
     || fail "no FILE:LINE error for the bad key in the journal"
 
-# --- 7. the CAP_BPF drop-in: one thread per queue --------------------------------------
-mkdir -p "$ROOT/etc/systemd/system/faketcp-server@.service.d"
-printf '[Service]\nAmbientCapabilities=CAP_BPF\nCapabilityBoundingSet=CAP_BPF\n' \
-    >"$ROOT/etc/systemd/system/faketcp-server@.service.d/queue-steering.conf"
-printf 'queues 2\n' >>"$ROOT/etc/faketcp/s.conf"
-steer_warnings() { in_ct journalctl --no-pager -o cat -u faketcp-server@s | grep -c 'cannot steer'; }
-warned_before=$(steer_warnings)
-ct_sh 'systemctl daemon-reload && systemctl start faketcp-server@s faketcp-client@c' || fail "start with the CAP_BPF drop-in"
-[ "$(steer_warnings)" = "$warned_before" ] || fail "with CAP_BPF the server still cannot steer its queues"
-ready=$(in_ct journalctl --no-pager -o cat -u faketcp-server@s | grep 'server ready' | tail -n1)
-[[ "$ready" == *"with 2 queues, one thread each"* ]] || fail "with CAP_BPF: '$ready'"
-echo_ok steered || fail "no echo with the server's queues steered by eBPF"
-ct_sh 'systemctl stop faketcp-client@c faketcp-server@s' || fail "systemctl stop"
-
-echo "[ OK ] $NAME: the package under systemd $(in_ct systemctl --version | head -n1 | awk '{print $2}') as PID 1: both units up as dynamic users with CAP_NET_ADMIN only, echo through --auto-rules, journal priorities, restart after SIGKILL, clean stop, a bad config not restarted, eBPF steering with the CAP_BPF drop-in"
+echo "[ OK ] $NAME: the package under systemd $(in_ct systemctl --version | head -n1 | awk '{print $2}') as PID 1: both units up as dynamic users with CAP_NET_ADMIN only, echo through --auto-rules, bpf(2) refused without SIGSYS, restart after SIGKILL, journal priorities, clean stop, a bad config not restarted"
