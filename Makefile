@@ -246,9 +246,12 @@ netns-test-asan: $(BUILD)/asan/faketcp
 
 # The CLI's worker threads under ThreadSanitizer, on the scenarios that work
 # them hardest: many flows over two workers, RST handling, idle sweeps, SIGTERM
-# shutdown with stats gathered across threads, and 3/4 workers at once. The
+# shutdown with stats gathered across threads, 3/4 workers at once, new flows
+# handed between client workers through their mailboxes (25), and the metrics
+# endpoint reading every worker's counters while traffic runs (33). The
 # timing-bound floods stay out: TSan slows the process several-fold.
-TSAN_SCENARIOS := 01-echo 02-many-flows 03-rst-injection 07-idle-expiry 08-server-restart 24-multiqueue
+TSAN_SCENARIOS := 01-echo 02-many-flows 03-rst-injection 07-idle-expiry 08-server-restart 24-multiqueue \
+	25-flow-balance 33-metrics
 
 $(BUILD)/tsan/faketcp: $(DEMO_SRCS) $(DEMO_HDRS) $(LIB_SRCS) $(LIB_HDRS)
 	@mkdir -p $(BUILD)/tsan
