@@ -418,7 +418,7 @@ deb-check: deb
 systemd-check: deb
 	@if [ "$(IS_ROOT)" != yes ]; then echo "make systemd-check needs root (debootstrap, systemd-nspawn): run 'sudo make systemd-check'" >&2; exit 1; fi
 	@$(MAKE) --no-print-directory deps DEPS=pkg
-	@rc=0; bash demo/dist/tests/systemd.sh "$(deb_file)" || rc=$$?; \
+	@rc=0; timeout 600 bash demo/dist/tests/systemd.sh "$(deb_file)" || rc=$$?; \
 	if [ $$rc = 77 ]; then echo "make systemd-check: SKIPPED (see above): the units were not run under systemd"; \
 	elif [ $$rc != 0 ]; then exit $$rc; fi
 

@@ -102,8 +102,9 @@ skip_no_boot() {
 [ -n "$LEADER" ] || skip_no_boot "systemd-nspawn could not boot a container on this machine"
 # Until PID 1 has its control socket, systemctl fails at once: ask again.
 state=""
-for _ in $(seq 120); do
-    state=$(timeout 30 nsenter --target "$LEADER" --all systemctl is-system-running --wait 2>/dev/null)
+deadline=$(( $(date +%s) + 90 ))
+while [ "$(date +%s)" -lt "$deadline" ]; do
+    state=$(timeout 20 nsenter --target "$LEADER" --all systemctl is-system-running --wait 2>/dev/null)
     case "$state" in running | degraded) break ;; esac
     sleep 0.5
 done
