@@ -7,10 +7,13 @@
 #include <net/if.h>
 #include <spawn.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
+#include <cstddef>
 #include <cstring>
 #include <fstream>
 
@@ -359,6 +362,59 @@ bool inherited_forwarding(const std::string& tun, bool nft, bool v6) {
     return true;
 }
 
+// Serializes --auto-rules' bookkeeping (rules, duty markers, sysctls) between
+// the faketcp instances of one network namespace, the scope of the forwarding
+// sysctls. Without it two instances stopping at once can each find the
+// other's rules, hand it the duty to turn forwarding off and both be gone,
+// leaving forwarding on. The lock is a bound abstract UNIX socket: one per
+// network namespace, shared across users (each unit has its own dynamic
+// user), released by the kernel when its holder exits, even by SIGKILL.
+// Re-entrant within the process; the CLI takes it from its main thread only.
+class NamespaceLock {
+public:
+    NamespaceLock() { acquire(); }
+    ~NamespaceLock() {
+        if (--depth_ == 0 && fd_ >= 0) {
+            close(fd_);
+            fd_ = -1;
+        }
+    }
+    NamespaceLock(const NamespaceLock&) = delete;
+    NamespaceLock& operator=(const NamespaceLock&) = delete;
+
+private:
+    static void acquire();
+    static inline int depth_ = 0;
+    static inline int fd_ = -1;
+};
+
+void NamespaceLock::acquire() {
+    if (depth_++ > 0) return;
+    static const char kName[] = "faketcp-auto-rules";
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path + 1, kName, sizeof kName - 1);  // sun_path[0] stays 0: abstract
+    const auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + sizeof kName - 1);
+    // Another instance holds it for a few nft or iptables runs: tens of ms.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    for (;;) {
+        const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd >= 0 && bind(fd, reinterpret_cast<const sockaddr*>(&addr), len) == 0) {
+            fd_ = fd;
+            return;
+        }
+        const int err = errno;
+        if (fd >= 0) close(fd);
+        if (err != EADDRINUSE || std::chrono::steady_clock::now() >= deadline) {
+            LOG_WARN("auto-rules: cannot take the lock that orders faketcp instances' rule changes (@%s: %s); "
+                     "going on without it",
+                     kName, std::strerror(err));
+            return;
+        }
+        usleep(5000);
+    }
+}
+
 // iptables' FORWARD chain drops by default (Docker does this): an nftables
 // accept cannot override a drop in another table, so iptables needs its own.
 bool iptables_forward_drops(const char* tool) {
@@ -386,7 +442,8 @@ bool run_all(const std::vector<Command>& cmds, std::string& error) {
 }  // namespace
 
 std::optional<AutoRules> AutoRules::install(const RuleSpec& spec) {
-    AutoRules rules;
+    AutoRules rules;  // before the lock: on failure its destructor runs after the lock is released
+    NamespaceLock lock;
     rules.spec_ = spec;
     const std::string table = nft_table_name(spec.tun);
     std::string nft_error, ipt_error;
@@ -498,6 +555,7 @@ AutoRules::~AutoRules() { remove(); }
 
 void AutoRules::remove() {
     if (backend_ == Backend::none) return;
+    NamespaceLock lock;
     const std::string table = nft_table_name(spec_.tun);
     for (bool v6 : {false, true}) {
         bool& mine = v6 ? turned_on_v6_ : turned_on_v4_;

@@ -148,4 +148,19 @@ no_rules "$NS_C" || fail "rules left in the client ns after the restart's exit"
 grep -q "left turning .* back off to this one" "$WORK/client6b.log" \
     || fail "client6 did not take over turning forwarding off: $(grep auto-rules "$WORK/client6b.log")"
 [ "$(fwd "$NS_C")" = 00 ] || fail "client ns forwarding $(fwd "$NS_C") after both stopped (client4 first), want 00"
+
+# Two instances stopping at the same moment race to find each other's rules; the lock
+# they share (an abstract socket per namespace) orders them, so one of them restores.
+step "two instances stop at the same moment, 5 times: forwarding restored every time"
+for round in 1 2 3 4 5; do
+    start_faketcp PA "$NS_C" "pair-a$round" client -4 --tun "${TUN_C}a" --tun-local 192.168.203.1 --tun-peer 192.168.203.2 \
+        --local 127.0.0.1:5002 --remote "$S_IP4:$PUB_PORT" --auto-rules
+    start_faketcp PB "$NS_C" "pair-b$round" client -4 --tun "${TUN_C}b" --tun-local 192.168.204.1 --tun-peer 192.168.204.2 \
+        --local 127.0.0.1:5003 --remote "$S_IP4:$PUB_PORT" --auto-rules
+    [ "$(fwd "$NS_C")" = 10 ] || fail "round $round: client ns forwarding $(fwd "$NS_C") with both running, want 10"
+    kill -TERM "$PA" "$PB"
+    wait "$PA" "$PB" 2>/dev/null
+    no_rules "$NS_C" || fail "round $round: rules left after both stopped"
+    [ "$(fwd "$NS_C")" = 00 ] || fail "round $round: client ns forwarding $(fwd "$NS_C") after both stopped at once, want 00"
+done
 ok

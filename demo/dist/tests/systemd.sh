@@ -143,7 +143,10 @@ echo_ok() {
 }
 
 # --- 1. both units up, with the rights they promise ------------------------------------
-ct_sh 'systemctl start faketcp-server@s faketcp-client@c' || fail "systemctl start of faketcp-server@s and faketcp-client@c failed"
+# The server first: it finds forwarding off and turns it on, so the duty to turn it back
+# off is the server's (step 3 kills it and checks its successor takes that over).
+ct_sh 'systemctl start faketcp-server@s && systemctl start faketcp-client@c' \
+    || fail "systemctl start of faketcp-server@s and faketcp-client@c failed"
 sleep 1
 for u in faketcp-server@s faketcp-client@c; do
     [ "$(prop $u ActiveState)/$(prop $u SubState)" = active/running ] || fail "$u is $(prop $u ActiveState)/$(prop $u SubState)"
@@ -170,8 +173,9 @@ for _ in $(seq 50); do [ "$(prop faketcp-server@s NRestarts)" = 1 ] && [ "$(prop
     || fail "after SIGKILL: restarts $(prop faketcp-server@s NRestarts), state $(prop faketcp-server@s SubState)"
 grep_journal 'removing the stale nftables table faketcp-ftcs' \
     || fail "the restarted server did not report replacing its stale table"
+grep_journal 'turned /proc/sys/net/ipv4/ip_forward on' || fail "the first server did not turn forwarding on (was '$fwd_before')"
 grep_journal 'had turned .* on; this one turns it back off' \
-    || fail "the restarted server did not take over turning forwarding back off"
+    || fail "the killed server had turned forwarding on, and its successor did not take over turning it back off"
 echo_ok restarted || fail "no echo after the server's restart"
 
 # --- 4. the journal: priorities, no second timestamp -----------------------------------
