@@ -193,6 +193,9 @@ case "$ready" in
 *) fail "server ready line: '$ready'" ;;
 esac
 
+in_ct journalctl --no-pager -o cat -u 'faketcp-*' | grep -q 'cannot take the lock' \
+    && fail "an instance could not take the auto-rules lock under its unit"
+
 # --- 5. stop: rules and forwarding as before ---------------------------------------------
 ct_sh 'systemctl stop faketcp-client@c faketcp-server@s' || fail "systemctl stop"
 for u in faketcp-server@s faketcp-client@c; do
