@@ -65,3 +65,13 @@ debroot_tarball() {
     fi
     echo "$tarball"
 }
+
+# debroot_remove DIR: deletes an unpacked root, but never through a mount still
+# under it (that would empty the host's /dev or /sys); says so and keeps it then.
+debroot_remove() {
+    if findmnt -rn -o TARGET | grep -q "^$1\(/\|$\)"; then
+        debroot_say "mounts under $1 remain; not removing it"
+        return 1
+    fi
+    rm -rf --one-file-system "$1"
+}

@@ -40,12 +40,7 @@ cleanup() {
     for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do
         umount -R "${MOUNTS[i]}" 2>/dev/null || umount -R -l "${MOUNTS[i]}" 2>/dev/null || true
     done
-    # Never delete through a mount that is still there (it would empty /dev or /sys).
-    if findmnt -rn -o TARGET | grep -q "^$ROOT\(/\|$\)"; then
-        say "mounts under $ROOT remain; not removing it" >&2
-    else
-        rm -rf --one-file-system "$ROOT"
-    fi
+    debroot_remove "$ROOT"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP

@@ -62,11 +62,7 @@ cleanup() {
         kill -KILL "$NSPAWN" 2>/dev/null
         wait "$NSPAWN" 2>/dev/null
     fi
-    if findmnt -rn -o TARGET | grep -q "^$ROOT\(/\|$\)"; then
-        echo "$NAME: mounts under $ROOT remain; not removing it" >&2
-    else
-        rm -rf --one-file-system "$ROOT"
-    fi
+    debroot_remove "$ROOT"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
