@@ -333,13 +333,15 @@ std::optional<OtherInstance> other_instance(const std::string& own_tun) {
 const char* forwarding_marker(bool v6) { return v6 ? "forwarding_v6" : "forwarding_v4"; }
 std::string ipt_forwarding_marker(const std::string& tun, bool v6) { return ipt_chain(tun, v6 ? "F6" : "F4"); }
 
-void hand_over_forwarding(const OtherInstance& heir, bool v4, bool v6) {
+// Adds the v4 and/or v6 duty marker to the rules of TUN `tun` (ours, or an
+// heir's); one already there stays.
+void record_forwarding_duty(const std::string& tun, bool nft, bool v4, bool v6) {
     for (bool is_v6 : {false, true}) {
         if (!(is_v6 ? v6 : v4)) continue;
-        if (heir.nft)
-            (void)run({"nft", "add", "chain", "inet", nft_table_name(heir.tun), forwarding_marker(is_v6)});
+        if (nft)
+            (void)run({"nft", "add", "chain", "inet", nft_table_name(tun), forwarding_marker(is_v6)});
         else
-            (void)run({"iptables", "-w", "-t", "filter", "-N", ipt_forwarding_marker(heir.tun, is_v6)});
+            (void)run({"iptables", "-w", "-t", "filter", "-N", ipt_forwarding_marker(tun, is_v6)});
     }
 }
 
@@ -352,6 +354,13 @@ bool forwarding_duty_recorded(const std::string& tun, bool nft, bool v6) {
         return r.started && r.status == 0;
     }
     return iptables_chain_exists("iptables", "filter", ipt_forwarding_marker(tun, v6));
+}
+
+// The duty a killed predecessor of the same TUN name recorded in its stale
+// rules, nftables or iptables; read before they are replaced.
+bool stale_forwarding_duty(const std::string& tun, bool v6) {
+    return (on_path("nft") && forwarding_duty_recorded(tun, true, v6)) ||
+           (on_path("iptables") && forwarding_duty_recorded(tun, false, v6));
 }
 
 // Whether our rules carry that duty, read as we exit; the marker goes with
@@ -369,27 +378,21 @@ bool inherited_forwarding(const std::string& tun, bool nft, bool v6) {
 // leaving forwarding on. The lock is a bound abstract UNIX socket: one per
 // network namespace, shared across users (each unit has its own dynamic
 // user), released by the kernel when its holder exits, even by SIGKILL.
-// Re-entrant within the process; the CLI takes it from its main thread only.
+// Taken by install() and remove(), never one inside the other.
 class NamespaceLock {
 public:
-    NamespaceLock() { acquire(); }
+    NamespaceLock();
     ~NamespaceLock() {
-        if (--depth_ == 0 && fd_ >= 0) {
-            close(fd_);
-            fd_ = -1;
-        }
+        if (fd_ >= 0) close(fd_);
     }
     NamespaceLock(const NamespaceLock&) = delete;
     NamespaceLock& operator=(const NamespaceLock&) = delete;
 
 private:
-    static void acquire();
-    static inline int depth_ = 0;
-    static inline int fd_ = -1;
+    int fd_ = -1;
 };
 
-void NamespaceLock::acquire() {
-    if (depth_++ > 0) return;
+NamespaceLock::NamespaceLock() {
     static const char kName[] = "faketcp-auto-rules";
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
@@ -442,23 +445,20 @@ bool run_all(const std::vector<Command>& cmds, std::string& error) {
 }  // namespace
 
 std::optional<AutoRules> AutoRules::install(const RuleSpec& spec) {
-    AutoRules rules;  // before the lock: on failure its destructor runs after the lock is released
+    AutoRules rules;  // before the lock: on failure its destructor (remove) runs after the lock is released
     NamespaceLock lock;
     rules.spec_ = spec;
     const std::string table = nft_table_name(spec.tun);
     std::string nft_error, ipt_error;
 
-    // The duty to turn forwarding back off that a killed predecessor of the
-    // same TUN name recorded in its (stale) rules: ours now.
-    bool stale_duty_v4 = false, stale_duty_v6 = false;
+    // The duty to turn forwarding back off that a killed predecessor recorded: ours now.
+    const bool stale_duty_v4 = stale_forwarding_duty(spec.tun, false);
+    const bool stale_duty_v6 = stale_forwarding_duty(spec.tun, true);
     if (on_path("nft")) {
         RunResult exists = run({"nft", "list", "table", "inet", table});
-        if (exists.started && exists.status == 0) {
+        if (exists.started && exists.status == 0)
             LOG_WARN("auto-rules: removing the stale nftables table %s (left by an instance that did not exit cleanly)",
                      table.c_str());
-            stale_duty_v4 = forwarding_duty_recorded(spec.tun, true, false);
-            stale_duty_v6 = forwarding_duty_recorded(spec.tun, true, true);
-        }
         RunResult r = run({"nft", "-f", "-"}, nft_script(spec));
         if (r.started && r.status == 0) {
             rules.backend_ = Backend::nft;
@@ -482,15 +482,10 @@ std::optional<AutoRules> AutoRules::install(const RuleSpec& spec) {
         } else {
             std::vector<Command> stale = iptables_remove(spec);
             if (iptables_chain_exists("iptables", "filter", ipt_chain(spec.tun, "FWD")) ||
-                iptables_chain_exists("iptables", "nat", ipt_chain(spec.tun, "NAT"))) {
+                iptables_chain_exists("iptables", "nat", ipt_chain(spec.tun, "NAT")))
                 LOG_WARN("auto-rules: removing the stale iptables chains %s-* (left by an instance that did not exit "
                          "cleanly)",
                          ("FTC-" + spec.tun).c_str());
-                if (!forward_for_docker) {  // with nftables the duty was in its table
-                    stale_duty_v4 = forwarding_duty_recorded(spec.tun, false, false);
-                    stale_duty_v6 = forwarding_duty_recorded(spec.tun, false, true);
-                }
-            }
             run_quietly(stale);
             std::vector<Command> add;
             if (forward_for_docker) {
@@ -538,7 +533,7 @@ std::optional<AutoRules> AutoRules::install(const RuleSpec& spec) {
     }
     // Recorded in our own rules, where it outlives a SIGKILL: the instance that
     // replaces them after one still knows to restore the sysctl.
-    hand_over_forwarding(OtherInstance{rules.backend_ == Backend::nft, spec.tun}, rules.turned_on_v4_, rules.turned_on_v6_);
+    record_forwarding_duty(spec.tun, rules.backend_ == Backend::nft, rules.turned_on_v4_, rules.turned_on_v6_);
     return rules;
 }
 
@@ -586,7 +581,7 @@ void AutoRules::remove() {
         std::optional<OtherInstance> other = other_instance(spec_.tun);
         std::string error;
         if (other) {
-            hand_over_forwarding(*other, turned_on_v4_, turned_on_v6_);
+            record_forwarding_duty(other->tun, other->nft, turned_on_v4_, turned_on_v6_);
             LOG_INFO("auto-rules: forwarding left on: %s of another faketcp instance still uses it; it turns "
                      "forwarding back off when it stops",
                      other->describe().c_str());

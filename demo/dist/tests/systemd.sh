@@ -63,6 +63,7 @@ cleanup() {
         wait "$NSPAWN" 2>/dev/null
     fi
     debroot_remove "$ROOT"
+    rm -f "$ROOT.console" "$ROOT.dpkg.log"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
@@ -80,7 +81,6 @@ ct_sh() { in_ct /bin/sh -c "$1"; }
 systemd-nspawn --quiet -D "$ROOT" -M "$MACHINE" -b --private-network --keep-unit --register=no \
     >"$ROOT.console" 2>&1 &
 NSPAWN=$!
-trap 'cleanup; rm -f "$ROOT.console"' EXIT
 for _ in $(seq 100); do
     LEADER=$(pgrep -P "$NSPAWN" | head -n1)
     [ -n "$LEADER" ] && [ "$(cat /proc/"$LEADER"/comm 2>/dev/null)" = systemd ] && break
@@ -111,7 +111,6 @@ esac
 
 # --- the package, the test bed ---------------------------------------------------------
 ct_sh 'dpkg -i /root/faketcp.deb' >"$ROOT.dpkg.log" 2>&1 || fail "dpkg -i: $(tail -n 5 "$ROOT.dpkg.log" | tr '\n' ' ')"
-rm -f "$ROOT.dpkg.log"
 ct_sh 'chmod 0666 /dev/net/tun && ip link set lo up && ip addr add 10.99.0.1/32 dev lo' || fail "test bed set-up"
 cat >"$ROOT/etc/systemd/system/udpecho.service" <<'EOF'
 [Unit]
